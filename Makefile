@@ -1,0 +1,65 @@
+# lockfence: leased named locks with fence tokens, built with PGXS.
+#
+#   make test   install what is missing (as root), build, install, and run
+#               pg_regress, isolation and TAP suites on throwaway servers
+#   make demo   start a throwaway server and show two clients contending
+#
+# Plain PGXS targets work as usual: make, make install, make installcheck.
+
+EXTENSION = lockfence
+MODULE_big = lockfence
+OBJS = \
+	src/lockfence.o \
+	src/shmem.o \
+	src/fence_token.o \
+	src/lock_table.o \
+	src/lock_wait.o \
+	src/backend_locks.o \
+	src/sql_api.o \
+	src/lock_view.o
+DATA = $(wildcard sql/lockfence--*.sql)
+PGFILEDESC = "lockfence - leased named locks with fence tokens"
+
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
+
+# Tests live in sql_tests/, specs/ and expected/; pg_regress wants them as
+# <inputdir>/sql, <inputdir>/specs and <inputdir>/expected, so they are
+# linked into test_input/.
+REGRESS = $(patsubst sql_tests/%.sql,%,$(sort $(wildcard sql_tests/*.sql)))
+REGRESS_OPTS = --inputdir=test_input --outputdir=test_output/regress \
+	--temp-instance=test_output/regress_instance \
+	--temp-config=sql_tests/lockfence.conf --load-extension=lockfence
+ISOLATION = $(patsubst specs/%.spec,%,$(sort $(wildcard specs/*.spec)))
+ISOLATION_OPTS = --inputdir=test_input --outputdir=test_output/isolation \
+	--temp-instance=test_output/isolation_instance \
+	--temp-config=sql_tests/lockfence.conf --load-extension=lockfence
+TAP_TESTS = 1
+REGRESS_PREP = test_input
+EXTRA_CLEAN = test_input test_output
+
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifneq ($(PGXS),)
+include $(PGXS)
+else
+all install installcheck:
+	@echo "pg_config was not found; run 'make test' as root to install the build dependencies, or set PG_CONFIG" >&2
+	@exit 1
+endif
+
+.DEFAULT_GOAL := all
+
+test_input:
+	mkdir -p test_input test_output
+	ln -sfn ../sql_tests test_input/sql
+	ln -sfn ../expected test_input/expected
+	ln -sfn ../specs test_input/specs
+
+test:
+	@./tools/test.sh
+
+demo:
+	@./tools/demo.sh
+
+.PHONY: test demo test_input

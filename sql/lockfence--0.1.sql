@@ -1,0 +1,115 @@
+/* lockfence 0.1: leased named locks with fence tokens */
+
+\echo Use "CREATE EXTENSION lockfence" to load this file. \quit
+
+/*
+ * Every object is schema-qualified and every function is written in C, so
+ * nothing here depends on search_path at install or call time.
+ */
+
+-- Administrators may force-release locks.  Roles are cluster-wide, so the
+-- role is created only if another database's install has not done so.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles
+                   WHERE rolname OPERATOR(pg_catalog.=) 'lockfence_admin') THEN
+        CREATE ROLE lockfence_admin NOLOGIN;
+    END IF;
+END
+$do$;
+
+CREATE FUNCTION lockfence.acquire(name text,
+                                  lease interval DEFAULT NULL,
+                                  timeout interval DEFAULT NULL,
+                                  session_bound boolean DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'lockfence_acquire'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.acquire(text, interval, interval, boolean) IS
+'wait for the named lock, take it for a lease and return its fence token';
+
+CREATE FUNCTION lockfence.try_acquire(name text,
+                                      lease interval DEFAULT NULL,
+                                      session_bound boolean DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'lockfence_try_acquire'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.try_acquire(text, interval, boolean) IS
+'take the named lock if it is free and return its fence token, else NULL';
+
+CREATE FUNCTION lockfence.acquire_xact(name text,
+                                       timeout interval DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'lockfence_acquire_xact'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.acquire_xact(text, interval) IS
+'wait for the named lock and hold it until the transaction ends';
+
+CREATE FUNCTION lockfence.try_acquire_xact(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'lockfence_try_acquire_xact'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.try_acquire_xact(text) IS
+'take the named lock until the transaction ends if it is free, else NULL';
+
+CREATE FUNCTION lockfence.release(name text, token bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'lockfence_release'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.release(text, bigint) IS
+'free the named lock if token is its live holder';
+
+CREATE FUNCTION lockfence.renew(name text, token bigint,
+                                lease interval DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'lockfence_renew'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.renew(text, bigint, interval) IS
+'extend the lease of the named lock, counted from now, if token holds it';
+
+CREATE FUNCTION lockfence.is_held(name text, token bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'lockfence_is_held'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL SAFE;
+
+COMMENT ON FUNCTION lockfence.is_held(text, bigint) IS
+'true while token is the live holder of the named lock';
+
+CREATE FUNCTION lockfence.force_release(name text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'lockfence_force_release'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.force_release(text) IS
+'free the named lock whoever holds it (superusers and lockfence_admin only)';
+
+REVOKE ALL ON FUNCTION lockfence.force_release(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION lockfence.force_release(text) TO lockfence_admin;
+
+CREATE FUNCTION lockfence.lock_status(OUT name text,
+                                      OUT token bigint,
+                                      OUT holder_pid integer,
+                                      OUT session_bound boolean,
+                                      OUT acquired_at timestamptz,
+                                      OUT expires_at timestamptz,
+                                      OUT waiters integer)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'lockfence_lock_status'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+CREATE VIEW lockfence.locks AS
+    SELECT name, token, holder_pid, session_bound, acquired_at, expires_at,
+           waiters
+    FROM lockfence.lock_status();
+
+COMMENT ON VIEW lockfence.locks IS
+'locks of the current database that are held now';
+
+GRANT USAGE ON SCHEMA lockfence TO PUBLIC;
+GRANT SELECT ON lockfence.locks TO PUBLIC;

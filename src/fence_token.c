@@ -1,0 +1,272 @@
+/*-------------------------------------------------------------------------
+ *
+ * fence_token.c
+ *	  Fence tokens that strictly increase for the life of the data directory.
+ *
+ * A token packs two fields into a positive bigint:
+ *
+ *	  bits 62..48  timeline id - 1	(promotion of a standby moves it up)
+ *	  bits 47..0   sequence number	(moves up within a timeline)
+ *
+ * The sequence number is handed out by an atomic fetch-and-add.  It may only
+ * be handed out once a durable high-water mark above it is on disk: the file
+ * lockfence.fence_state in the data directory records "no sequence number at
+ * or above this one was ever used".  The first grant after every start (and
+ * after every crash-restart, which rebuilds shared memory) reads the mark,
+ * continues from it, and makes mark + LOCKFENCE_TOKEN_BLOCK durable before
+ * the first token is used; running past that reserves the next block the
+ * same way.  So there is one fsync per block of grants, none per grant, and
+ * no crash or immediate shutdown can make a sequence number repeat.
+ *
+ * A standby grants nothing.  When it is promoted it switches to a timeline
+ * above every timeline the old primary ever used, so its tokens exceed every
+ * earlier token even though its copy of the state file may be old.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "access/xlog.h"
+#include "port/pg_crc32c.h"
+#include "storage/fd.h"
+
+#include "lockfence.h"
+
+#define LOCKFENCE_STATE_FILE		"lockfence.fence_state"
+#define LOCKFENCE_STATE_TMP_FILE	"lockfence.fence_state.tmp"
+#define LOCKFENCE_STATE_MAGIC		0x4C4B4645	/* "LKFE" */
+#define LOCKFENCE_STATE_VERSION		1
+
+#define LOCKFENCE_SEQ_BITS			48
+#define LOCKFENCE_SEQ_END			(UINT64CONST(1) << LOCKFENCE_SEQ_BITS)
+#define LOCKFENCE_TOKEN_BLOCK		(UINT64CONST(1) << 24)
+#define LOCKFENCE_MAX_TIMELINE		(UINT64CONST(1) << 15)
+
+/* On-disk format of the state file. */
+typedef struct LockfenceStateFile
+{
+	uint32		magic;
+	uint32		version;
+	uint64		high_water;		/* no sequence number >= this was used */
+	uint32		timeline;		/* for information only */
+	pg_crc32c	crc;			/* of everything above */
+} LockfenceStateFile;
+
+static pg_crc32c
+state_file_crc(const LockfenceStateFile *state)
+{
+	pg_crc32c	crc;
+
+	INIT_CRC32C(crc);
+	COMP_CRC32C(crc, state, offsetof(LockfenceStateFile, crc));
+	FIN_CRC32C(crc);
+	return crc;
+}
+
+/* Returns the durable high-water mark, 0 when no state file exists yet. */
+static uint64
+read_high_water(void)
+{
+	LockfenceStateFile state;
+	int			fd;
+	int			nread;
+
+	fd = OpenTransientFile(LOCKFENCE_STATE_FILE, O_RDONLY | PG_BINARY);
+	if (fd < 0)
+	{
+		if (errno == ENOENT)
+			return 0;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open file \"%s\": %m",
+						LOCKFENCE_STATE_FILE)));
+	}
+
+	nread = read(fd, &state, sizeof(state));
+	if (nread < 0)
+	{
+		int			save_errno = errno;
+
+		CloseTransientFile(fd);
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read file \"%s\": %m",
+						LOCKFENCE_STATE_FILE)));
+	}
+	CloseTransientFile(fd);
+
+	if (nread != sizeof(state) ||
+		state.magic != LOCKFENCE_STATE_MAGIC ||
+		state.version != LOCKFENCE_STATE_VERSION ||
+		!EQ_CRC32C(state.crc, state_file_crc(&state)))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("fence token state file \"%s\" is corrupt",
+						LOCKFENCE_STATE_FILE),
+				 errdetail("Without it lockfence cannot prove that new fence tokens exceed all earlier ones, so it grants no locks."),
+				 errhint("Restore the file from the data directory's backup.")));
+
+	return state.high_water;
+}
+
+/* Make a new high-water mark durable: write, fsync, rename, fsync dir. */
+static void
+write_high_water(uint64 high_water, uint32 timeline)
+{
+	LockfenceStateFile state;
+	int			fd;
+
+	memset(&state, 0, sizeof(state));
+	state.magic = LOCKFENCE_STATE_MAGIC;
+	state.version = LOCKFENCE_STATE_VERSION;
+	state.high_water = high_water;
+	state.timeline = timeline;
+	state.crc = state_file_crc(&state);
+
+	fd = OpenTransientFile(LOCKFENCE_STATE_TMP_FILE,
+						   O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m",
+						LOCKFENCE_STATE_TMP_FILE)));
+
+	errno = 0;
+	if (write(fd, &state, sizeof(state)) != sizeof(state))
+	{
+		int			save_errno = errno ? errno : ENOSPC;
+
+		CloseTransientFile(fd);
+		errno = save_errno;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m",
+						LOCKFENCE_STATE_TMP_FILE)));
+	}
+	if (CloseTransientFile(fd) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not close file \"%s\": %m",
+						LOCKFENCE_STATE_TMP_FILE)));
+
+	/* fsyncs the file, renames it, and fsyncs the directory */
+	(void) durable_rename(LOCKFENCE_STATE_TMP_FILE, LOCKFENCE_STATE_FILE, ERROR);
+}
+
+static uint32
+current_timeline(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return GetWALInsertionTimeLine();
+#else
+	return ThisTimeLineID;		/* set once RecoveryInProgress() is false */
+#endif
+}
+
+/* First use since startup: continue above the durable mark.  Token lock held. */
+static void
+initialise_tokens(LockfenceTokenState *ts)
+{
+	uint32		timeline;
+	uint64		high_water;
+	uint64		limit;
+
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot grant lockfence locks during recovery"),
+				 errhint("Locks are granted by the primary server only.")));
+
+	timeline = current_timeline();
+	if (timeline < 1 || timeline > LOCKFENCE_MAX_TIMELINE)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("timeline %u is too large for lockfence fence tokens",
+						timeline)));
+
+	high_water = read_high_water();
+	limit = high_water + LOCKFENCE_TOKEN_BLOCK;
+	if (limit > LOCKFENCE_SEQ_END)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("lockfence fence tokens are exhausted on timeline %u",
+						timeline)));
+	write_high_water(limit, timeline);
+
+	ts->token_base = ((uint64) (timeline - 1)) << LOCKFENCE_SEQ_BITS;
+	/* token 0 means "free", so never hand out sequence number 0 */
+	pg_atomic_write_u64(&ts->next_seq, Max(high_water, 1));
+	pg_atomic_write_u64(&ts->seq_limit, limit);
+	pg_write_barrier();
+	ts->ready = true;
+}
+
+/*
+ * Make sure the generator is initialised.  Called before taking a partition
+ * lock so that the first grant's file I/O usually happens without one.
+ */
+void
+lockfence_token_prepare(void)
+{
+	LockfenceTokenState *ts = &lockfence_shared->tokens;
+	LWLock	   *token_lock = &lockfence_shared->locks[LOCKFENCE_NUM_PARTITIONS].lock;
+
+	if (((volatile LockfenceTokenState *) ts)->ready)
+		return;
+
+	LWLockAcquire(token_lock, LW_EXCLUSIVE);
+	if (!ts->ready)
+		initialise_tokens(ts);
+	LWLockRelease(token_lock);
+}
+
+/* A sequence number past the durable block: reserve more.  Rare. */
+static uint64
+extend_durable_block(LockfenceTokenState *ts, uint64 seq)
+{
+	LWLock	   *token_lock = &lockfence_shared->locks[LOCKFENCE_NUM_PARTITIONS].lock;
+	uint64		limit;
+
+	LWLockAcquire(token_lock, LW_EXCLUSIVE);
+	limit = pg_atomic_read_u64(&ts->seq_limit);
+	while (seq >= limit)
+	{
+		uint64		new_limit = limit + LOCKFENCE_TOKEN_BLOCK;
+
+		if (new_limit > LOCKFENCE_SEQ_END)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("lockfence fence tokens are exhausted on this timeline")));
+		write_high_water(new_limit,
+						 (uint32) (ts->token_base >> LOCKFENCE_SEQ_BITS) + 1);
+		pg_atomic_write_u64(&ts->seq_limit, new_limit);
+		limit = new_limit;
+	}
+	LWLockRelease(token_lock);
+
+	return ts->token_base | seq;
+}
+
+/*
+ * The next fence token.  May be called with a partition lock held.  Raises
+ * an error only when the state file cannot be written.
+ */
+uint64
+lockfence_token_next(void)
+{
+	LockfenceTokenState *ts = &lockfence_shared->tokens;
+	uint64		seq;
+
+	if (unlikely(!((volatile LockfenceTokenState *) ts)->ready))
+		lockfence_token_prepare();
+	pg_read_barrier();
+
+	seq = pg_atomic_fetch_add_u64(&ts->next_seq, 1);
+	if (likely(seq < pg_atomic_read_u64(&ts->seq_limit)))
+		return ts->token_base | seq;
+	return extend_durable_block(ts, seq);
+}

@@ -1,0 +1,420 @@
+/*-------------------------------------------------------------------------
+ *
+ * lock_table.c
+ *	  Grant, release, renew and hand-off on entries of the lock table.
+ *
+ * Every function here follows the protocol stated in shmem.c: it takes the
+ * partition lock of the key's hash code, looks at or changes the entry, and
+ * sets the latches of the backends it handed the lock to only after
+ * releasing the partition lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/timestamp.h"
+
+#include "lockfence.h"
+
+/* A hand-off wakes at most the new holder and the new first waiter. */
+#define MAX_WAKE_PER_FREE	2
+
+void
+lockfence_make_key(LockfenceKey *key, const char *name, int len)
+{
+	Assert(len > 0 && len <= LOCKFENCE_NAME_MAXLEN);
+	memset(key, 0, sizeof(LockfenceKey));
+	key->dbid = MyDatabaseId;
+	memcpy(key->name, name, len);
+}
+
+/* Held by someone whose lease (if it has one) has not run out. */
+bool
+lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now)
+{
+	if (entry->token == 0)
+		return false;
+	if (entry->scope == LF_SCOPE_XACT)
+		return true;
+	return now < entry->expires_at;
+}
+
+/* Make (pid, procno) the holder with a new token.  Partition lock held. */
+static uint64
+entry_grant(LockfenceEntry *entry, uint32 hashcode, int pid, int procno,
+			LockfenceScope scope, int64 lease_us, TimestampTz now)
+{
+	/* the only step that can fail; nothing is changed before it */
+	uint64		token = lockfence_token_next();
+
+	entry->token = token;
+	entry->holder_pid = pid;
+	entry->holder_procno = procno;
+	entry->scope = scope;
+	entry->acquired_at = now;
+	entry->expires_at = (scope == LF_SCOPE_XACT) ? DT_NOEND : now + lease_us;
+	lockfence_partition_stats(hashcode)->grants++;
+	return token;
+}
+
+static void
+waiter_enqueue(LockfenceEntry *entry, int procno)
+{
+	LockfenceWaiter *w = &lockfence_shared->waiters[procno];
+
+	w->prev = entry->waiters_tail;
+	w->next = LOCKFENCE_NO_PROC;
+	if (entry->waiters_tail == LOCKFENCE_NO_PROC)
+		entry->waiters_head = procno;
+	else
+		lockfence_shared->waiters[entry->waiters_tail].next = procno;
+	entry->waiters_tail = procno;
+	entry->nwaiters++;
+	w->entry = entry;
+	w->queued = true;
+}
+
+void
+lockfence_waiter_dequeue(LockfenceEntry *entry, int procno)
+{
+	LockfenceWaiter *w = &lockfence_shared->waiters[procno];
+
+	Assert(w->queued && w->entry == entry);
+	if (w->prev == LOCKFENCE_NO_PROC)
+		entry->waiters_head = w->next;
+	else
+		lockfence_shared->waiters[w->prev].next = w->next;
+	if (w->next == LOCKFENCE_NO_PROC)
+		entry->waiters_tail = w->prev;
+	else
+		lockfence_shared->waiters[w->next].prev = w->prev;
+	w->prev = w->next = LOCKFENCE_NO_PROC;
+	w->queued = false;
+	entry->nwaiters--;
+}
+
+/*
+ * Hand the lock to its first waiter.  The new first waiter is woken too, so
+ * that it starts watching the new holder's lease.
+ */
+static void
+grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
+					  int *wake, int *nwake)
+{
+	int			procno = entry->waiters_head;
+	LockfenceWaiter *w = &lockfence_shared->waiters[procno];
+	uint64		token;
+
+	token = entry_grant(entry, hashcode, w->pid, procno, w->scope,
+						w->lease_us, now);
+	lockfence_waiter_dequeue(entry, procno);
+	w->token = token;
+	w->granted = true;
+	wake[(*nwake)++] = procno;
+	if (entry->waiters_head != LOCKFENCE_NO_PROC)
+		wake[(*nwake)++] = entry->waiters_head;
+}
+
+/*
+ * The holder is gone (released, expired, force-released): hand the lock to
+ * the first waiter, or remove the entry when nobody waits.  The entry must
+ * not be used after this returns.
+ */
+void
+lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
+					 int *wake, int *nwake)
+{
+	if (entry->nwaiters > 0)
+		grant_to_first_waiter(entry, hashcode, now, wake, nwake);
+	else
+		hash_search_with_hash_value(lockfence_hash, &entry->key, hashcode,
+									HASH_REMOVE, NULL);
+}
+
+/* Set the latches of backends handed a lock; call without LWLocks held. */
+void
+lockfence_wake_procs(const int *procnos, int n)
+{
+	for (int i = 0; i < n; i++)
+		SetLatch(&GetPGProcByNumber(procnos[i])->procLatch);
+}
+
+static void
+report_table_full(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OUT_OF_MEMORY),
+			 errmsg("lockfence lock table is full"),
+			 errdetail("All %d lock slots are in use.", lockfence_max_locks),
+			 errhint("Release locks, or increase lockfence.max_locks and restart the server.")));
+}
+
+/*
+ * Take the lock for this backend if it is free.  Otherwise report who has it
+ * and, when queue_if_busy, link this backend into the lock's FIFO queue; the
+ * caller then sleeps in lockfence_wait_for_grant().
+ */
+LockfenceAttempt
+lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
+					LockfenceScope scope, int64 lease_us,
+					bool queue_if_busy, uint64 *token)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			myprocno = lockfence_my_procno();
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+	LockfenceEntry *entry;
+	LockfenceAttempt result;
+	TimestampTz now;
+	bool		found;
+
+	lockfence_token_prepare();
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+										HASH_ENTER_NULL, &found);
+	if (entry == NULL)
+	{
+		/* the table is full: sweep expired leases, then try once more */
+		LWLockRelease(lock);
+		lockfence_reclaim_expired();
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+											HASH_ENTER_NULL, &found);
+		if (entry == NULL)
+		{
+			LWLockRelease(lock);
+			report_table_full();
+		}
+	}
+	if (!found)
+	{
+		entry->token = 0;
+		entry->holder_pid = 0;
+		entry->holder_procno = LOCKFENCE_NO_PROC;
+		entry->waiters_head = entry->waiters_tail = LOCKFENCE_NO_PROC;
+		entry->nwaiters = 0;
+	}
+
+	now = GetCurrentTimestamp();
+	if (!lockfence_entry_is_live(entry, now))
+	{
+		if (entry->token != 0)
+			lockfence_partition_stats(hashcode)->expiries++;
+		if (entry->nwaiters == 0)
+		{
+			*token = entry_grant(entry, hashcode, MyProcPid, myprocno,
+								 scope, lease_us, now);
+			LWLockRelease(lock);
+			return LF_ATTEMPT_GRANTED;
+		}
+		/* the queue came first */
+		grant_to_first_waiter(entry, hashcode, now, wake, &nwake);
+	}
+
+	if (entry->holder_procno == myprocno && entry->holder_pid == MyProcPid)
+		result = LF_ATTEMPT_SELF_HELD;
+	else if (!queue_if_busy)
+		result = LF_ATTEMPT_BUSY;
+	else
+	{
+		LockfenceWaiter *me = &lockfence_shared->waiters[myprocno];
+
+		me->pid = MyProcPid;
+		me->scope = scope;
+		me->lease_us = lease_us;
+		me->granted = false;
+		me->token = 0;
+		waiter_enqueue(entry, myprocno);
+		lockfence_partition_stats(hashcode)->waits++;
+		result = LF_ATTEMPT_QUEUED;
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+	return result;
+}
+
+/*
+ * Free the lock if token is its live holder.  Transaction locks are released
+ * only at transaction end (from_xact_end) or by force.
+ */
+bool
+lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
+						uint64 token, bool from_xact_end)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+	LockfenceEntry *entry;
+	TimestampTz now;
+	bool		released = false;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+										HASH_FIND, NULL);
+	if (entry != NULL && entry->token == token)
+	{
+		now = GetCurrentTimestamp();
+		if (!lockfence_entry_is_live(entry, now))
+		{
+			/* the lease ran out: the caller had lost the lock already */
+			lockfence_partition_stats(hashcode)->expiries++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+		}
+		else if (entry->scope == LF_SCOPE_XACT && !from_xact_end)
+		{
+			LWLockRelease(lock);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("lock \"%s\" is a transaction lock", key->name),
+					 errdetail("Transaction locks are released when the transaction that took them ends.")));
+		}
+		else
+		{
+			lockfence_partition_stats(hashcode)->releases++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			released = true;
+		}
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+	return released;
+}
+
+/* Extend the lease of token's lock to now + lease_us. */
+bool
+lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
+					  uint64 token, int64 lease_us)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+	LockfenceEntry *entry;
+	TimestampTz now;
+	bool		renewed = false;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+										HASH_FIND, NULL);
+	if (entry != NULL && entry->token == token)
+	{
+		now = GetCurrentTimestamp();
+		if (!lockfence_entry_is_live(entry, now))
+		{
+			lockfence_partition_stats(hashcode)->expiries++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+		}
+		else if (entry->scope == LF_SCOPE_XACT)
+		{
+			LWLockRelease(lock);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot renew transaction lock \"%s\"", key->name),
+					 errdetail("Transaction locks have no lease; they are held until their transaction ends.")));
+		}
+		else
+		{
+			TimestampTz new_expiry = now + lease_us;
+
+			/* a shorter lease: the first waiter must re-arm its timer */
+			if (new_expiry < entry->expires_at &&
+				entry->waiters_head != LOCKFENCE_NO_PROC)
+				wake[nwake++] = entry->waiters_head;
+			entry->expires_at = new_expiry;
+			lockfence_partition_stats(hashcode)->renewals++;
+			renewed = true;
+		}
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+	return renewed;
+}
+
+bool
+lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode, uint64 token)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	LockfenceEntry *entry;
+	bool		held;
+
+	LWLockAcquire(lock, LW_SHARED);
+	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+										HASH_FIND, NULL);
+	held = entry != NULL && entry->token == token &&
+		lockfence_entry_is_live(entry, GetCurrentTimestamp());
+	LWLockRelease(lock);
+	return held;
+}
+
+/* Free the lock whoever holds it.  False when it was not held. */
+bool
+lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+	LockfenceEntry *entry;
+	bool		released = false;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+										HASH_FIND, NULL);
+	if (entry != NULL)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		released = lockfence_entry_is_live(entry, now);
+		if (released)
+			lockfence_partition_stats(hashcode)->releases++;
+		else if (entry->token != 0)
+			lockfence_partition_stats(hashcode)->expiries++;
+		lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+	return released;
+}
+
+/*
+ * Sweep the whole table: free every entry that is not live.  Used when the
+ * table is full.  Takes all partition locks in order (protocol rule 2).
+ */
+void
+lockfence_reclaim_expired(void)
+{
+	int		   *wake;
+	int			nwake = 0;
+	HASH_SEQ_STATUS status;
+	LockfenceEntry *entry;
+	TimestampTz now;
+
+	/* each waiter is woken at most twice: as new first waiter, as grantee */
+	wake = palloc(sizeof(int) * MAX_WAKE_PER_FREE *
+				  lockfence_shared->nwaiter_slots);
+
+	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
+		LWLockAcquire(&lockfence_shared->locks[i].lock, LW_EXCLUSIVE);
+
+	now = GetCurrentTimestamp();
+	hash_seq_init(&status, lockfence_hash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		uint32		hashcode;
+
+		if (lockfence_entry_is_live(entry, now))
+			continue;
+		hashcode = lockfence_key_hash(&entry->key);
+		if (entry->token != 0)
+			lockfence_partition_stats(hashcode)->expiries++;
+		lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+	}
+
+	for (int i = LOCKFENCE_NUM_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&lockfence_shared->locks[i].lock);
+
+	lockfence_wake_procs(wake, nwake);
+	pfree(wake);
+}

@@ -1,0 +1,109 @@
+/*-------------------------------------------------------------------------
+ *
+ * lock_view.c
+ *	  The set-returning function behind the lockfence.locks view.
+ *
+ * Shows the live locks of the current database only.  The entries are
+ * copied under all partition locks (taken in order, protocol rule 2), so the
+ * rows are one consistent picture; tuples are built after the locks are
+ * released.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "lockfence.h"
+
+PG_FUNCTION_INFO_V1(lockfence_lock_status);
+
+#define LOCK_STATUS_COLS 7
+
+#if PG_VERSION_NUM < 150000
+/* InitMaterializedSRF() appeared in PostgreSQL 15. */
+static void
+InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext oldcontext;
+	TupleDesc	tupdesc;
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		!(rsinfo->allowedModes & SFRM_Materialize))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("materialize mode required, but it is not allowed in this context")));
+
+	oldcontext = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = tuplestore_begin_heap(true, false, work_mem);
+	rsinfo->setDesc = tupdesc;
+	MemoryContextSwitchTo(oldcontext);
+}
+#endif
+
+Datum
+lockfence_lock_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	LockfenceEntry *rows;
+	int			nrows = 0;
+	int			maxrows = 64;
+	HASH_SEQ_STATUS status;
+	LockfenceEntry *entry;
+	TimestampTz now;
+
+	lockfence_check_loaded();
+	InitMaterializedSRF(fcinfo, 0);
+
+	rows = palloc(maxrows * sizeof(LockfenceEntry));
+
+	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
+		LWLockAcquire(&lockfence_shared->locks[i].lock, LW_SHARED);
+
+	now = GetCurrentTimestamp();
+	hash_seq_init(&status, lockfence_hash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		if (entry->key.dbid != MyDatabaseId ||
+			!lockfence_entry_is_live(entry, now))
+			continue;
+		if (nrows == maxrows)
+		{
+			maxrows *= 2;
+			rows = repalloc(rows, maxrows * sizeof(LockfenceEntry));
+		}
+		rows[nrows++] = *entry;
+	}
+
+	for (int i = LOCKFENCE_NUM_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(&lockfence_shared->locks[i].lock);
+
+	for (int r = 0; r < nrows; r++)
+	{
+		Datum		values[LOCK_STATUS_COLS];
+		bool		nulls[LOCK_STATUS_COLS] = {0};
+		LockfenceEntry *row = &rows[r];
+
+		values[0] = CStringGetTextDatum(row->key.name);
+		values[1] = Int64GetDatum((int64) row->token);
+		values[2] = Int32GetDatum(row->holder_pid);
+		values[3] = BoolGetDatum(row->scope == LF_SCOPE_SESSION);
+		values[4] = TimestampTzGetDatum(row->acquired_at);
+		if (row->scope == LF_SCOPE_XACT)
+			nulls[5] = true;
+		else
+			values[5] = TimestampTzGetDatum(row->expires_at);
+		values[6] = Int32GetDatum(row->nwaiters);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+
+	return (Datum) 0;
+}

@@ -1,0 +1,188 @@
+/*-------------------------------------------------------------------------
+ *
+ * lock_wait.c
+ *	  Sleeping in the FIFO queue of a lock until it is handed over.
+ *
+ * A waiter sleeps on its own latch; it never polls.  It is woken when:
+ *	- a releasing backend hands it the lock (its slot's granted flag is set);
+ *	- it became the first waiter, or the holder's lease changed, so it must
+ *	  re-arm its timer;
+ *	- its timer fires: the first waiter's timer is set to the end of the
+ *	  holder's lease, after which it takes the lock itself; every waiter's
+ *	  timer is also capped by its own wait deadline;
+ *	- an interrupt arrives (cancel, statement_timeout, terminate).
+ *
+ * An error or exit while queued (or after being handed the lock but before
+ * returning it to the caller) is cleaned up by lockfence_abandon_wait(),
+ * which the transaction-abort and backend-exit callbacks call.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "lockfence.h"
+
+/* The wait this backend is in, if any (for cleanup after an error). */
+static bool wait_pending = false;
+static LockfenceKey pending_key;
+static uint32 pending_hashcode;
+
+/*
+ * Unlink this backend from the queue.  If it was the first waiter, the next
+ * one must take over watching the lease, or take the lock if the lease has
+ * already run out.  Partition lock held exclusively.
+ */
+static void
+leave_queue(LockfenceEntry *entry, uint32 hashcode, int myprocno,
+			TimestampTz now, int *wake, int *nwake)
+{
+	bool		was_first = (entry->waiters_head == myprocno);
+
+	lockfence_waiter_dequeue(entry, myprocno);
+	if (!lockfence_entry_is_live(entry, now))
+	{
+		if (entry->token != 0)
+			lockfence_partition_stats(hashcode)->expiries++;
+		lockfence_entry_free(entry, hashcode, now, wake, nwake);
+	}
+	else if (was_first && entry->waiters_head != LOCKFENCE_NO_PROC)
+		wake[(*nwake)++] = entry->waiters_head;
+}
+
+/*
+ * Take the lock, waiting in its queue for at most timeout_us (0: no limit).
+ * Returns LF_ATTEMPT_GRANTED with *token set, LF_ATTEMPT_SELF_HELD when this
+ * backend holds the lock already, or LF_ATTEMPT_BUSY when the wait timed
+ * out.
+ */
+LockfenceAttempt
+lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
+						  LockfenceScope scope, int64 lease_us,
+						  int64 timeout_us, uint64 *token)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			myprocno = lockfence_my_procno();
+	LockfenceWaiter *me = &lockfence_shared->waiters[myprocno];
+	TimestampTz deadline = 0;
+	LockfenceAttempt result;
+
+	if (timeout_us > 0)
+		deadline = GetCurrentTimestamp() + timeout_us;
+
+	/* from here on an error must leave the queue */
+	memcpy(&pending_key, key, sizeof(LockfenceKey));
+	pending_hashcode = hashcode;
+	wait_pending = true;
+
+	result = lockfence_try_grant(key, hashcode, scope, lease_us, true, token);
+	while (result == LF_ATTEMPT_QUEUED)
+	{
+		int			wake[2];
+		int			nwake = 0;
+		LockfenceEntry *entry;
+		TimestampTz now;
+		TimestampTz wake_at = 0;
+		long		sleep_ms = -1;
+		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+
+		CHECK_FOR_INTERRUPTS();
+
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		now = GetCurrentTimestamp();
+		entry = me->entry;
+		if (!me->granted && entry->waiters_head == myprocno &&
+			!lockfence_entry_is_live(entry, now))
+		{
+			/* the holder's lease ran out while we were first in line */
+			if (entry->token != 0)
+				lockfence_partition_stats(hashcode)->expiries++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			Assert(me->granted);
+		}
+		if (me->granted)
+		{
+			*token = me->token;
+			me->granted = false;
+			result = LF_ATTEMPT_GRANTED;
+		}
+		else if (deadline != 0 && now >= deadline)
+		{
+			leave_queue(entry, hashcode, myprocno, now, wake, &nwake);
+			lockfence_partition_stats(hashcode)->wait_timeouts++;
+			result = LF_ATTEMPT_BUSY;
+		}
+		else
+		{
+			wake_at = deadline;
+			if (entry->waiters_head == myprocno &&
+				entry->scope != LF_SCOPE_XACT &&
+				(wake_at == 0 || entry->expires_at < wake_at))
+				wake_at = entry->expires_at;
+		}
+		LWLockRelease(lock);
+		lockfence_wake_procs(wake, nwake);
+
+		if (result != LF_ATTEMPT_QUEUED)
+			break;
+
+		if (wake_at != 0)
+		{
+			/* round up, so that we do not wake just before the lease ends */
+			sleep_ms = (long) ((wake_at - now + 999) / 1000);
+			events |= WL_TIMEOUT;
+		}
+		(void) WaitLatch(MyLatch, events, sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+
+	wait_pending = false;
+	return result;
+}
+
+/*
+ * After an error or at exit: leave the queue, or give back a lock that was
+ * handed to us but never reached the caller.  LWLocks are not held here.
+ */
+void
+lockfence_abandon_wait(void)
+{
+	int			wake[2];
+	int			nwake = 0;
+	int			myprocno;
+	LockfenceWaiter *me;
+	LWLock	   *lock;
+
+	if (!wait_pending)
+		return;
+	wait_pending = false;
+
+	myprocno = lockfence_my_procno();
+	me = &lockfence_shared->waiters[myprocno];
+	lock = lockfence_partition_lock(pending_hashcode);
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	if (me->queued)
+		leave_queue(me->entry, pending_hashcode, myprocno,
+					GetCurrentTimestamp(), wake, &nwake);
+	else if (me->granted)
+	{
+		LockfenceEntry *entry;
+
+		me->granted = false;
+		entry = hash_search_with_hash_value(lockfence_hash, &pending_key,
+											pending_hashcode, HASH_FIND, NULL);
+		if (entry != NULL && entry->token == me->token)
+		{
+			lockfence_partition_stats(pending_hashcode)->releases++;
+			lockfence_entry_free(entry, pending_hashcode,
+								 GetCurrentTimestamp(), wake, &nwake);
+		}
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+}

@@ -1,0 +1,76 @@
+/*-------------------------------------------------------------------------
+ *
+ * lockfence.c
+ *	  Module entry point: settings and hook installation.
+ *
+ * lockfence must be loaded through shared_preload_libraries, because its
+ * lock table lives in shared memory sized at server start.  Loaded any
+ * other way, _PG_init does nothing and every SQL function reports how to
+ * fix that.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "lockfence.h"
+
+PG_MODULE_MAGIC;
+
+/*---- GUC variables ----*/
+
+int			lockfence_max_locks = 10000;
+int			lockfence_default_lease_ms = 60000;
+int			lockfence_wait_timeout_ms = 0;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	DefineCustomIntVariable("lockfence.max_locks",
+							"Maximum number of locks held at once, over all databases.",
+							"Each lock slot takes shared memory; changing this needs a restart.",
+							&lockfence_max_locks,
+							10000,
+							16,
+							10000000,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("lockfence.default_lease",
+							"Lease used when a lock is acquired without one.",
+							NULL,
+							&lockfence_default_lease_ms,
+							60000,
+							1,
+							INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("lockfence.wait_timeout",
+							"Longest wait for a lock when acquire is called without a timeout.",
+							"Zero waits without a limit.",
+							&lockfence_wait_timeout_ms,
+							0,
+							0,
+							INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("lockfence");
+
+	lockfence_shmem_install_hooks();
+	lockfence_backend_locks_init();
+}

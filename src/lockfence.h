@@ -1,0 +1,191 @@
+/*-------------------------------------------------------------------------
+ *
+ * lockfence.h
+ *	  Declarations shared by the modules of the lockfence extension.
+ *
+ * lockfence keeps leased named locks in a shared-memory hash table.  Every
+ * grant of a lock carries a fence token: a bigint that strictly increases
+ * over all grants for the whole life of the data directory.
+ *
+ * Module map (one concern per file):
+ *	  lockfence.c		_PG_init, settings, hook installation
+ *	  shmem.c			shared-memory layout and the locking protocol
+ *	  fence_token.c		the token generator and its durable state file
+ *	  lock_table.c		grant, release, renew and hand-off on hash entries
+ *	  lock_wait.c		sleeping in the FIFO queue of a lock
+ *	  backend_locks.c	session and transaction locks of this backend
+ *	  sql_api.c			SQL-callable functions and argument checks
+ *	  lock_view.c		the lockfence.locks view
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef LOCKFENCE_H
+#define LOCKFENCE_H
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "utils/hsearch.h"
+
+/* Longest lock name accepted, in bytes (not counting the terminator). */
+#define LOCKFENCE_NAME_MAXLEN		200
+
+/* Number of LWLock partitions of the lock table; must be a power of 2. */
+#define LOCKFENCE_NUM_PARTITIONS	32
+
+/* Longest lease and wait timeout accepted (365 days), in microseconds. */
+#define LOCKFENCE_MAX_INTERVAL_US	(INT64CONST(365) * USECS_PER_DAY)
+
+/* No procno (used to terminate the waiter lists). */
+#define LOCKFENCE_NO_PROC			(-1)
+
+/* How a lock is held. */
+typedef enum LockfenceScope
+{
+	LF_SCOPE_LEASE,				/* owned by its token until the lease ends */
+	LF_SCOPE_SESSION,			/* lease that also ends when its backend exits */
+	LF_SCOPE_XACT				/* held until the acquiring transaction ends */
+} LockfenceScope;
+
+/*
+ * Hash key.  Zeroed before filling so that the bytes after the name's
+ * terminator are always zero; the hash and compare functions only look at
+ * the name up to its terminator, but dynahash copies the whole key.
+ */
+typedef struct LockfenceKey
+{
+	Oid			dbid;			/* locks are scoped per database */
+	char		name[LOCKFENCE_NAME_MAXLEN + 1];
+} LockfenceKey;
+
+/*
+ * One lock.  An entry exists while the lock is held or has waiters; an entry
+ * whose token is 0 is free and may be removed by whoever holds its partition
+ * lock exclusively.  Waiters are linked through the waiter slots (see
+ * LockfenceWaiter) in FIFO order.
+ */
+typedef struct LockfenceEntry
+{
+	LockfenceKey key;			/* hash key; must be first */
+	uint64		token;			/* holder's fence token, 0 when free */
+	TimestampTz acquired_at;
+	TimestampTz expires_at;		/* DT_NOEND for transaction locks */
+	int			holder_pid;		/* backend that was granted the lock */
+	int			holder_procno;
+	LockfenceScope scope;
+	int			waiters_head;	/* procno of the first waiter */
+	int			waiters_tail;	/* procno of the last waiter */
+	int			nwaiters;
+} LockfenceEntry;
+
+/*
+ * A backend's waiting slot, indexed by its procno.  A backend waits for at
+ * most one lock at a time.  Fields are protected by the partition lock of
+ * the entry the backend waits for.
+ */
+typedef struct LockfenceWaiter
+{
+	int			prev;			/* neighbours in the entry's queue */
+	int			next;
+	bool		queued;			/* in some entry's queue */
+	bool		granted;		/* set by the backend that handed the lock */
+	uint64		token;			/* valid when granted */
+	int			pid;
+	LockfenceScope scope;		/* what the waiter asked for */
+	int64		lease_us;
+	LockfenceEntry *entry;		/* the entry whose queue holds this slot */
+} LockfenceWaiter;
+
+/* Counters kept per partition, updated under the partition lock. */
+typedef struct LockfencePartitionStats
+{
+	uint64		grants;
+	uint64		releases;
+	uint64		renewals;
+	uint64		expiries;
+	uint64		waits;
+	uint64		wait_timeouts;
+} LockfencePartitionStats;
+
+/* Fence token generator state (fence_token.c). */
+typedef struct LockfenceTokenState
+{
+	pg_atomic_uint64 next_seq;	/* next sequence number to hand out */
+	pg_atomic_uint64 seq_limit; /* first sequence number not yet made durable */
+	uint64		token_base;		/* timeline bits, or'ed into every token */
+	bool		ready;			/* state file read and bumped since startup */
+} LockfenceTokenState;
+
+/* The whole shared state, allocated once by shmem.c. */
+typedef struct LockfenceShared
+{
+	LWLockPadded *locks;		/* the partition locks, then the token lock */
+	LockfenceTokenState tokens;
+	LockfencePartitionStats stats[LOCKFENCE_NUM_PARTITIONS];
+	int			nwaiter_slots;
+	LockfenceWaiter waiters[FLEXIBLE_ARRAY_MEMBER];
+} LockfenceShared;
+
+/* lockfence.c: settings */
+extern int	lockfence_max_locks;
+extern int	lockfence_default_lease_ms;
+extern int	lockfence_wait_timeout_ms;
+
+/* shmem.c */
+extern LockfenceShared *lockfence_shared;
+extern HTAB *lockfence_hash;
+extern void lockfence_shmem_install_hooks(void);
+extern void lockfence_check_loaded(void);
+extern uint32 lockfence_key_hash(const LockfenceKey *key);
+extern LWLock *lockfence_partition_lock(uint32 hashcode);
+extern LockfencePartitionStats *lockfence_partition_stats(uint32 hashcode);
+extern int	lockfence_my_procno(void);
+
+/* fence_token.c */
+extern void lockfence_token_prepare(void);
+extern uint64 lockfence_token_next(void);
+
+/* lock_table.c */
+typedef enum LockfenceAttempt
+{
+	LF_ATTEMPT_GRANTED,			/* the caller now holds the lock */
+	LF_ATTEMPT_BUSY,			/* held by a live holder, caller not queued */
+	LF_ATTEMPT_QUEUED,			/* caller queued behind the holder */
+	LF_ATTEMPT_SELF_HELD		/* this backend is the live holder already */
+} LockfenceAttempt;
+
+extern void lockfence_make_key(LockfenceKey *key, const char *name, int len);
+extern LockfenceAttempt lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
+											LockfenceScope scope, int64 lease_us,
+											bool queue_if_busy, uint64 *token);
+extern bool lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
+									uint64 token, bool from_xact_end);
+extern bool lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
+								  uint64 token, int64 lease_us);
+extern bool lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode,
+									uint64 token);
+extern bool lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode);
+extern bool lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now);
+extern void lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode,
+								 TimestampTz now, int *wake, int *nwake);
+extern void lockfence_waiter_dequeue(LockfenceEntry *entry, int procno);
+extern void lockfence_wake_procs(const int *procnos, int n);
+extern void lockfence_reclaim_expired(void);
+
+/* lock_wait.c */
+extern LockfenceAttempt lockfence_acquire_or_wait(const LockfenceKey *key,
+												  uint32 hashcode,
+												  LockfenceScope scope,
+												  int64 lease_us,
+												  int64 timeout_us,
+												  uint64 *token);
+extern void lockfence_abandon_wait(void);
+
+/* backend_locks.c */
+extern void lockfence_backend_locks_init(void);
+extern void lockfence_remember_reserve(void);
+extern void lockfence_remember(const LockfenceKey *key, uint32 hashcode,
+							   uint64 token, LockfenceScope scope);
+extern void lockfence_forget(uint64 token);
+
+#endif							/* LOCKFENCE_H */

@@ -1,0 +1,249 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared-memory layout of lockfence and the protocol for touching it.
+ *
+ * Shared state (allocated once per postmaster start, and again after every
+ * crash-restart, which also forgets every lock):
+ *
+ *	- the lock table: a dynahash of LockfenceEntry keyed by (database, name),
+ *	  created with a hard size of lockfence.max_locks entries and split into
+ *	  LOCKFENCE_NUM_PARTITIONS partitions by the key's hash code;
+ *	- LOCKFENCE_NUM_PARTITIONS partition LWLocks plus one token LWLock, from
+ *	  the named tranche "lockfence";
+ *	- one LockfenceWaiter slot per backend, indexed by procno;
+ *	- the fence token generator (fence_token.c) and per-partition counters.
+ *
+ * Locking protocol:
+ *
+ *	1. An entry, and the waiter slots linked into its queue, are read under
+ *	   the entry's partition lock in shared mode and changed only under it
+ *	   in exclusive mode.  This covers inserting and removing the entry, the
+ *	   holder fields, the queue links, a waiter's granted/token fields, and
+ *	   the partition's counters in LockfenceShared.stats.
+ *
+ *	2. A backend holds at most one partition lock at a time, except
+ *	   lockfence_reclaim_expired() and the lock view, which take all of them
+ *	   in ascending partition order (and hold no other partition lock when
+ *	   they start).  So partition locks never deadlock.
+ *
+ *	3. The token lock is taken only to initialise the token generator or to
+ *	   make a new block of tokens durable; it may be taken while holding
+ *	   partition locks, never the other way round.  Handing out a token from
+ *	   a durable block needs no lock: it is one atomic fetch-and-add.
+ *
+ *	4. A backend's own waiter slot fields that are not about a queue (pid,
+ *	   scope, lease) are written by the owner before it links the slot into a
+ *	   queue, under the partition lock; others read them under the same lock.
+ *
+ *	5. Nobody sleeps while holding an LWLock.  A waiter links its slot into
+ *	   the queue, releases the partition lock and sleeps on its own latch.  A
+ *	   backend that frees a lock with waiters hands it to the first waiter
+ *	   directly (sets its token and granted flag) under the partition lock,
+ *	   and sets the waiter's latch after releasing it.  A lock is therefore
+ *	   never free while it has waiters, and arrivals cannot overtake them.
+ *
+ *	6. Lease expiry needs no timer process: expired entries are recognised
+ *	   by whoever looks at them (lazily), the first waiter of a queue sleeps
+ *	   only until the holder's lease ends and then takes the lock, and a full
+ *	   table is swept for expired entries before an insertion fails.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "postmaster/autovacuum.h"
+#include "postmaster/postmaster.h"
+#include "replication/walsender.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+
+#include "lockfence.h"
+
+/*---- Shared state (pointers are process-local) ----*/
+
+LockfenceShared *lockfence_shared = NULL;
+HTAB	   *lockfence_hash = NULL;
+
+/*---- Saved hook values ----*/
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Number of waiter slots: one per backend that can run SQL. */
+static int
+waiter_slot_count(void)
+{
+#if PG_VERSION_NUM >= 150000
+	return MaxBackends;
+#else
+	/* MaxBackends is not computed yet when _PG_init runs; same formula. */
+	return MaxConnections + autovacuum_max_workers + 1 +
+		max_worker_processes + max_wal_senders;
+#endif
+}
+
+static Size
+shared_struct_size(void)
+{
+	return add_size(offsetof(LockfenceShared, waiters),
+					mul_size(waiter_slot_count(), sizeof(LockfenceWaiter)));
+}
+
+static Size
+lockfence_shmem_size(void)
+{
+	return add_size(shared_struct_size(),
+					hash_estimate_size(lockfence_max_locks,
+									   sizeof(LockfenceEntry)));
+}
+
+static void
+lockfence_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(lockfence_shmem_size());
+	RequestNamedLWLockTranche("lockfence", LOCKFENCE_NUM_PARTITIONS + 1);
+}
+
+/* dynahash callbacks: hash and compare the name only up to its terminator */
+static uint32
+key_hash_callback(const void *key, Size keysize)
+{
+	return lockfence_key_hash((const LockfenceKey *) key);
+}
+
+static int
+key_match_callback(const void *key1, const void *key2, Size keysize)
+{
+	const LockfenceKey *k1 = key1;
+	const LockfenceKey *k2 = key2;
+
+	if (k1->dbid != k2->dbid)
+		return 1;
+	return strcmp(k1->name, k2->name);
+}
+
+/*
+ * Create or attach to the shared state.  Runs in the postmaster at startup
+ * and after every crash-restart, so it resets the process-local pointers
+ * first.
+ */
+static void
+lockfence_shmem_startup(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	lockfence_shared = NULL;
+	lockfence_hash = NULL;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+
+	lockfence_shared = ShmemInitStruct("lockfence", shared_struct_size(),
+									   &found);
+	if (!found)
+	{
+		int			nslots = waiter_slot_count();
+
+		memset(lockfence_shared, 0, shared_struct_size());
+		lockfence_shared->locks = GetNamedLWLockTranche("lockfence");
+		pg_atomic_init_u64(&lockfence_shared->tokens.next_seq, 0);
+		pg_atomic_init_u64(&lockfence_shared->tokens.seq_limit, 0);
+		lockfence_shared->tokens.ready = false;
+		lockfence_shared->nwaiter_slots = nslots;
+		for (int i = 0; i < nslots; i++)
+		{
+			lockfence_shared->waiters[i].prev = LOCKFENCE_NO_PROC;
+			lockfence_shared->waiters[i].next = LOCKFENCE_NO_PROC;
+		}
+	}
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(LockfenceKey);
+	info.entrysize = sizeof(LockfenceEntry);
+	info.hash = key_hash_callback;
+	info.match = key_match_callback;
+	info.num_partitions = LOCKFENCE_NUM_PARTITIONS;
+	lockfence_hash = ShmemInitHash("lockfence lock table",
+								   lockfence_max_locks, lockfence_max_locks,
+								   &info,
+								   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
+								   HASH_PARTITION | HASH_FIXED_SIZE);
+
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Called from _PG_init while shared_preload_libraries is processed. */
+void
+lockfence_shmem_install_hooks(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = lockfence_shmem_request;
+#else
+	lockfence_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = lockfence_shmem_startup;
+}
+
+/* Every SQL-callable function starts here. */
+void
+lockfence_check_loaded(void)
+{
+	if (lockfence_shared == NULL || lockfence_hash == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("lockfence must be loaded via \"shared_preload_libraries\""),
+				 errhint("Add lockfence to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+uint32
+lockfence_key_hash(const LockfenceKey *key)
+{
+	uint32		h = hash_bytes((const unsigned char *) key->name,
+							   strlen(key->name));
+
+	return hash_combine(h, murmurhash32((uint32) key->dbid));
+}
+
+LWLock *
+lockfence_partition_lock(uint32 hashcode)
+{
+	return &lockfence_shared->locks[hashcode % LOCKFENCE_NUM_PARTITIONS].lock;
+}
+
+LockfencePartitionStats *
+lockfence_partition_stats(uint32 hashcode)
+{
+	return &lockfence_shared->stats[hashcode % LOCKFENCE_NUM_PARTITIONS];
+}
+
+/* This backend's index into the waiter slots. */
+int
+lockfence_my_procno(void)
+{
+#if PG_VERSION_NUM >= 170000
+	int			procno = MyProcNumber;
+#else
+	int			procno = MyProc ? MyProc->pgprocno : -1;
+#endif
+
+	if (procno < 0 || procno >= lockfence_shared->nwaiter_slots)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("lockfence locks cannot be used by this process")));
+	return procno;
+}

@@ -1,0 +1,350 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_api.c
+ *	  SQL-callable lock functions and the checks on their arguments.
+ *
+ * The functions are declared CALLED ON NULL INPUT so that a NULL argument
+ * gets a clear error instead of a silent NULL result.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/int.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "lockfence.h"
+
+PG_FUNCTION_INFO_V1(lockfence_acquire);
+PG_FUNCTION_INFO_V1(lockfence_try_acquire);
+PG_FUNCTION_INFO_V1(lockfence_acquire_xact);
+PG_FUNCTION_INFO_V1(lockfence_try_acquire_xact);
+PG_FUNCTION_INFO_V1(lockfence_release);
+PG_FUNCTION_INFO_V1(lockfence_renew);
+PG_FUNCTION_INFO_V1(lockfence_is_held);
+PG_FUNCTION_INFO_V1(lockfence_force_release);
+
+/*---- Argument checks ----*/
+
+static void
+check_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+/* The lock name argument as a hash key of the current database. */
+static void
+get_lock_key(FunctionCallInfo fcinfo, int argno, LockfenceKey *key,
+			 uint32 *hashcode)
+{
+	text	   *name;
+	int			len;
+
+	check_not_null(fcinfo, argno, "lock name");
+	name = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(name);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock name must not be empty")));
+	if (len > LOCKFENCE_NAME_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock name is too long"),
+				 errdetail("The name is %d bytes long; the maximum is %d bytes.",
+						   len, LOCKFENCE_NAME_MAXLEN)));
+
+	lockfence_make_key(key, VARDATA_ANY(name), len);
+	*hashcode = lockfence_key_hash(key);
+}
+
+static uint64
+get_token(FunctionCallInfo fcinfo, int argno)
+{
+	int64		token;
+
+	check_not_null(fcinfo, argno, "fence token");
+	token = PG_GETARG_INT64(argno);
+	if (token <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("fence token must be positive"),
+				 errdetail("Fence tokens returned by lockfence are always greater than zero.")));
+	return (uint64) token;
+}
+
+/*
+ * An interval in microseconds, counting a month as 30 days like interval
+ * arithmetic does.  Out-of-range values (including infinite intervals)
+ * come back as PG_INT64_MAX or PG_INT64_MIN.
+ */
+static int64
+interval_to_usecs(const Interval *span)
+{
+	int64		days = (int64) span->month * DAYS_PER_MONTH + span->day;
+	int64		usecs;
+
+	if (pg_mul_s64_overflow(days, USECS_PER_DAY, &usecs))
+		return days > 0 ? PG_INT64_MAX : PG_INT64_MIN;
+	if (pg_add_s64_overflow(usecs, span->time, &usecs))
+		return span->time > 0 ? PG_INT64_MAX : PG_INT64_MIN;
+	return usecs;
+}
+
+/* The lease argument, or lockfence.default_lease when NULL. */
+static int64
+get_lease_usecs(FunctionCallInfo fcinfo, int argno)
+{
+	int64		usecs;
+
+	if (PG_ARGISNULL(argno))
+		return (int64) lockfence_default_lease_ms * 1000;
+
+	usecs = interval_to_usecs(PG_GETARG_INTERVAL_P(argno));
+	if (usecs <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must be greater than zero")));
+	if (usecs > LOCKFENCE_MAX_INTERVAL_US)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must not exceed 365 days")));
+	return usecs;
+}
+
+/* The timeout argument, or lockfence.wait_timeout when NULL; 0: no limit. */
+static int64
+get_timeout_usecs(FunctionCallInfo fcinfo, int argno)
+{
+	int64		usecs;
+
+	if (PG_ARGISNULL(argno))
+		return (int64) lockfence_wait_timeout_ms * 1000;
+
+	usecs = interval_to_usecs(PG_GETARG_INTERVAL_P(argno));
+	if (usecs < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	if (usecs > LOCKFENCE_MAX_INTERVAL_US)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not exceed 365 days"),
+				 errhint("A timeout of 0 waits without a limit.")));
+	return usecs;
+}
+
+static LockfenceScope
+get_lease_scope(FunctionCallInfo fcinfo, int argno)
+{
+	check_not_null(fcinfo, argno, "session_bound");
+	return PG_GETARG_BOOL(argno) ? LF_SCOPE_SESSION : LF_SCOPE_LEASE;
+}
+
+/*---- Taking locks ----*/
+
+/*
+ * Take a lock, waiting up to timeout_us when wait is set.  Returns false
+ * (without waiting) when try-acquiring a lock that is held.
+ */
+static bool
+take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
+		  int64 lease_us, bool wait, int64 timeout_us, uint64 *token)
+{
+	LockfenceAttempt result;
+
+	/* room to remember the lock must exist before it is granted */
+	lockfence_remember_reserve();
+
+	if (wait)
+		result = lockfence_acquire_or_wait(key, hashcode, scope, lease_us,
+										   timeout_us, token);
+	else
+		result = lockfence_try_grant(key, hashcode, scope, lease_us, false,
+									 token);
+
+	switch (result)
+	{
+		case LF_ATTEMPT_GRANTED:
+			if (scope != LF_SCOPE_LEASE)
+				lockfence_remember(key, hashcode, *token, scope);
+			return true;
+		case LF_ATTEMPT_SELF_HELD:
+			if (wait)
+				ereport(ERROR,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("lock \"%s\" is already held by this session",
+								key->name),
+						 errhint("A session never waits for a lock it holds itself; use the token it already has, or release the lock first.")));
+			return false;
+		case LF_ATTEMPT_BUSY:
+			if (wait)
+				ereport(ERROR,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("could not obtain lock \"%s\"", key->name),
+						 errdetail("The lock was still held after waiting %s ms.",
+								   psprintf(INT64_FORMAT, timeout_us / 1000))));
+			return false;
+		case LF_ATTEMPT_QUEUED:
+			break;
+	}
+	elog(ERROR, "unexpected lock attempt result %d", (int) result);
+	return false;				/* keep compiler quiet */
+}
+
+/* acquire(name, lease, timeout, session_bound) */
+Datum
+lockfence_acquire(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	int64		lease_us;
+	int64		timeout_us;
+	LockfenceScope scope;
+	uint64		token;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	lease_us = get_lease_usecs(fcinfo, 1);
+	timeout_us = get_timeout_usecs(fcinfo, 2);
+	scope = get_lease_scope(fcinfo, 3);
+
+	(void) take_lock(&key, hashcode, scope, lease_us, true, timeout_us, &token);
+	PG_RETURN_INT64((int64) token);
+}
+
+/* try_acquire(name, lease, session_bound) */
+Datum
+lockfence_try_acquire(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	int64		lease_us;
+	LockfenceScope scope;
+	uint64		token;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	lease_us = get_lease_usecs(fcinfo, 1);
+	scope = get_lease_scope(fcinfo, 2);
+
+	if (!take_lock(&key, hashcode, scope, lease_us, false, 0, &token))
+		PG_RETURN_NULL();
+	PG_RETURN_INT64((int64) token);
+}
+
+/* acquire_xact(name, timeout) */
+Datum
+lockfence_acquire_xact(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	int64		timeout_us;
+	uint64		token;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	timeout_us = get_timeout_usecs(fcinfo, 1);
+
+	(void) take_lock(&key, hashcode, LF_SCOPE_XACT, 0, true, timeout_us,
+					 &token);
+	PG_RETURN_INT64((int64) token);
+}
+
+/* try_acquire_xact(name) */
+Datum
+lockfence_try_acquire_xact(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	uint64		token;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+
+	if (!take_lock(&key, hashcode, LF_SCOPE_XACT, 0, false, 0, &token))
+		PG_RETURN_NULL();
+	PG_RETURN_INT64((int64) token);
+}
+
+/*---- Using tokens ----*/
+
+/* release(name, token) */
+Datum
+lockfence_release(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	uint64		token;
+	bool		released;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	token = get_token(fcinfo, 1);
+
+	released = lockfence_release_token(&key, hashcode, token, false);
+	lockfence_forget(token);
+	PG_RETURN_BOOL(released);
+}
+
+/* renew(name, token, lease) */
+Datum
+lockfence_renew(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	uint64		token;
+	int64		lease_us;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	token = get_token(fcinfo, 1);
+	lease_us = get_lease_usecs(fcinfo, 2);
+
+	PG_RETURN_BOOL(lockfence_renew_token(&key, hashcode, token, lease_us));
+}
+
+/* is_held(name, token) */
+Datum
+lockfence_is_held(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	uint64		token;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	token = get_token(fcinfo, 1);
+
+	PG_RETURN_BOOL(lockfence_token_is_held(&key, hashcode, token));
+}
+
+/* force_release(name): superusers and members of lockfence_admin only */
+Datum
+lockfence_force_release(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	Oid			admin_role;
+
+	lockfence_check_loaded();
+
+	admin_role = get_role_oid("lockfence_admin", true);
+	if (!superuser() &&
+		!(OidIsValid(admin_role) && has_privs_of_role(GetUserId(), admin_role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to force-release a lockfence lock"),
+				 errdetail("Only superusers and members of role \"%s\" may force-release locks.",
+						   "lockfence_admin")));
+
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	PG_RETURN_BOOL(lockfence_force_release_key(&key, hashcode));
+}

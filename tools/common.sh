@@ -1,0 +1,35 @@
+# Shared by tools/test.sh, tools/demo.sh and bench scripts: package install
+# and build steps.  Sourced, not run.
+
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+TEST_USER=${TEST_USER:-postgres}
+LF_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libipc-run-perl make gcc perl"
+
+# Install the Debian packages that are missing (root only).
+lf_install_packages() {
+	local missing=""
+	for pkg in $LF_PACKAGES; do
+		dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+			missing="$missing $pkg"
+	done
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "missing Debian packages:$missing (install them, or run as root)" >&2
+		return 1
+	fi
+	echo "installing:$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+lf_build_and_install() {
+	make -s PG_CONFIG="$PG_CONFIG"
+	make -s PG_CONFIG="$PG_CONFIG" install
+}
+
+lf_bindir() {
+	"$PG_CONFIG" --bindir
+}
