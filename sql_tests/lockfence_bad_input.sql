@@ -1,0 +1,65 @@
+--
+-- Bad arguments get a clear error with the right SQLSTATE and change nothing.
+--
+
+-- NULL arguments: 22004
+SELECT * FROM public.error_of($$SELECT lockfence.acquire(NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire(NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire_xact(NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire_xact(NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.release(NULL, 1)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.renew(NULL, 1)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.is_held(NULL, 1)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.force_release(NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.release('a', NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.renew('a', NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.is_held('a', NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', session_bound => NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire('a', session_bound => NULL)$$);
+
+-- Empty and overlong names: 22023
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire_xact('')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.release('', 1)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire(repeat('x', 201))$$);
+-- 67 three-byte characters are 201 bytes
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire(repeat('€', 67))$$);
+SELECT * FROM public.error_of($$SELECT lockfence.is_held(repeat('x', 10000), 1)$$);
+
+-- Leases: zero, negative, absurd: 22023
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '0')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '-1 s')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire('a', lease => '1 day -25 hours')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '366 days')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '13 months')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '1000000 years')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '-178000000 years')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.renew('a', 1, '-1 s')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.renew('a', 1, '400 days')$$);
+
+-- Timeouts: negative or absurd: 22023
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', timeout => '-1 s')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', timeout => '1000000 years')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire_xact('a', timeout => '-1 ms')$$);
+
+-- Tokens that lockfence never hands out: 22023
+SELECT * FROM public.error_of($$SELECT lockfence.release('a', 0)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.release('a', -1)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.renew('a', 0, '1 s')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.is_held('a', -9223372036854775808)$$);
+-- A well-formed token that does not hold the lock is simply not the holder.
+SELECT lockfence.release('a', 9223372036854775807) AS released,
+       lockfence.renew('a', 9223372036854775807, '1 s') AS renewed,
+       lockfence.is_held('a', 9223372036854775807) AS held;
+
+-- The longest accepted values work.
+SELECT lockfence.acquire('a', lease => '365 days', timeout => '365 days') AS t1 \gset
+SELECT lockfence.release('a', :t1) AS released;
+
+-- Settings reject bad values.
+SET lockfence.default_lease = 0;
+SET lockfence.wait_timeout = -1;
+SET lockfence.max_locks = 100;
+
+-- Nothing was taken by any of the failed calls.
+SELECT count(*) AS locks_held FROM lockfence.locks;
