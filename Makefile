@@ -16,7 +16,8 @@ OBJS = \
 	src/lock_wait.o \
 	src/backend_locks.o \
 	src/sql_api.o \
-	src/lock_view.o
+	src/views.o \
+	src/fence_check.o
 DATA = $(wildcard sql/lockfence--*.sql)
 PGFILEDESC = "lockfence - leased named locks with fence tokens"
 
@@ -49,6 +50,8 @@ all install installcheck:
 endif
 
 .DEFAULT_GOAL := all
+
+$(OBJS): src/lockfence.h
 
 test_input:
 	mkdir -p test_input test_output

@@ -98,18 +98,58 @@ CREATE FUNCTION lockfence.lock_status(OUT name text,
                                       OUT session_bound boolean,
                                       OUT acquired_at timestamptz,
                                       OUT expires_at timestamptz,
-                                      OUT waiters integer)
+                                      OUT waiters integer,
+                                      OUT pins integer)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'lockfence_lock_status'
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 
 CREATE VIEW lockfence.locks AS
     SELECT name, token, holder_pid, session_bound, acquired_at, expires_at,
-           waiters
+           waiters, pins
     FROM lockfence.lock_status();
 
 COMMENT ON VIEW lockfence.locks IS
 'locks of the current database that are held now';
 
+CREATE FUNCTION lockfence.lock_stats(OUT grants bigint,
+                                     OUT releases bigint,
+                                     OUT renewals bigint,
+                                     OUT expiries bigint,
+                                     OUT waits bigint,
+                                     OUT wait_timeouts bigint,
+                                     OUT fence_rejections_monotonic bigint,
+                                     OUT fence_rejections_lease bigint,
+                                     OUT slots_used bigint,
+                                     OUT slots_available bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'lockfence_stats'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+
+CREATE VIEW lockfence.stats AS
+    SELECT * FROM lockfence.lock_stats();
+
+COMMENT ON VIEW lockfence.stats IS
+'lock and fence counters of the whole server since it started';
+
+-- Fencing
+
+CREATE FUNCTION lockfence.fence_check()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'lockfence_fence_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.fence_check() IS
+'BEFORE ROW trigger: reject rows whose fence token is stale (SQLSTATE LF001)';
+
+CREATE FUNCTION lockfence.pin(name text, token bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'lockfence_pin'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.pin(text, bigint) IS
+'raise LF001 unless token holds the lock; else keep its lease until the transaction ends';
+
 GRANT USAGE ON SCHEMA lockfence TO PUBLIC;
 GRANT SELECT ON lockfence.locks TO PUBLIC;
+GRANT SELECT ON lockfence.stats TO PUBLIC;

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * backend_locks.c
- *	  The session-bound and transaction locks this backend holds.
+ *	  The session-bound and transaction locks, and the lease pins, of this
+ *	  backend.
  *
  * Leases are owned by their token, so the backend that took one does not
  * need to remember it.  Session-bound and transaction locks must also end
@@ -11,12 +12,18 @@
  * somebody else meanwhile (release from another connection, force_release,
  * lease expiry); releasing it again by its token is then a no-op.
  *
+ * Pins are what the fence trigger (or lockfence.pin) took on leases for
+ * the current transaction, at most one per lock.  They are kept in a small
+ * hash table keyed by lock, so that writing many rows under one lock costs
+ * one shared-memory visit, and dropped when the top-level transaction ends.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
 #include "storage/ipc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "lockfence.h"
@@ -37,6 +44,35 @@ static int	nheld = 0;
 static int	maxheld = 0;
 static int	prune_threshold = MIN_PRUNE_THRESHOLD;
 static bool exit_callback_registered = false;
+
+/* Pins of the current transaction. */
+typedef struct PinnedLease
+{
+	LockfenceKey key;			/* hash key; must be first */
+	uint32		hashcode;
+	uint64		token;
+} PinnedLease;
+
+static HTAB *pins = NULL;
+static long npins = 0;
+
+/* Drop every pin of the transaction that is ending. */
+static void
+unpin_all(void)
+{
+	HASH_SEQ_STATUS status;
+	PinnedLease *pin;
+
+	if (npins == 0)
+		return;
+	hash_seq_init(&status, pins);
+	while ((pin = hash_seq_search(&status)) != NULL)
+	{
+		lockfence_unpin_token(&pin->key, pin->hashcode, pin->token);
+		hash_search(pins, &pin->key, HASH_REMOVE, NULL);
+	}
+	npins = 0;
+}
 
 /* Release the remembered locks that match, and forget them. */
 static void
@@ -84,6 +120,7 @@ lockfence_backend_exit(int code, Datum arg)
 	/* an error may have left one of our partition locks held */
 	LWLockReleaseAll();
 	lockfence_abandon_wait();
+	unpin_all();
 	release_remembered(true, InvalidSubTransactionId);
 }
 
@@ -98,15 +135,22 @@ lockfence_xact_callback(XactEvent event, void *arg)
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 							 errmsg("cannot PREPARE a transaction that holds lockfence transaction locks")));
+			if (npins > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that has written with lockfence fence tokens")));
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			lockfence_abandon_wait();
+			unpin_all();
 			release_remembered(false, InvalidSubTransactionId);
 			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
+			/* the transaction's writes are committed: pins may drop now */
+			unpin_all();
 			release_remembered(false, InvalidSubTransactionId);
 			break;
 		default:
@@ -202,4 +246,65 @@ lockfence_forget(uint64 token)
 			return;
 		}
 	}
+}
+
+/* The token this transaction pinned for the lock, if any. */
+bool
+lockfence_pinned_token(const LockfenceKey *key, uint64 *token)
+{
+	PinnedLease *pin;
+
+	if (npins == 0)
+		return false;
+	pin = hash_search(pins, key, HASH_FIND, NULL);
+	if (pin == NULL)
+		return false;
+	*token = pin->token;
+	return true;
+}
+
+/*
+ * Pin token's lease until this transaction ends.  False when token is not
+ * the live holder (*holder_token: the holder's token, or 0 when free).
+ */
+bool
+lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
+					   uint64 token, uint64 *holder_token)
+{
+	PinnedLease *pin;
+	bool		found;
+
+	if (pins == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(LockfenceKey);
+		ctl.entrysize = sizeof(PinnedLease);
+		ctl.hcxt = TopMemoryContext;
+		pins = hash_create("lockfence pins", 16, &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(lockfence_backend_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+
+	/* allocate before pinning, so that remembering the pin cannot fail */
+	pin = hash_search(pins, key, HASH_ENTER, &found);
+	if (found)
+	{
+		/* a pinned lease cannot change hands, so only its token matches */
+		*holder_token = pin->token;
+		return pin->token == token;
+	}
+	if (!lockfence_pin_token(key, hashcode, token, holder_token))
+	{
+		hash_search(pins, key, HASH_REMOVE, NULL);
+		return false;
+	}
+	pin->hashcode = hashcode;
+	pin->token = token;
+	npins++;
+	return true;
 }

@@ -31,15 +31,26 @@ lockfence_make_key(LockfenceKey *key, const char *name, int len)
 	memcpy(key->name, name, len);
 }
 
-/* Held by someone whose lease (if it has one) has not run out. */
+/*
+ * Held by someone: a transaction lock, a pinned lease, or a lease that has
+ * not run out.  A live entry may be being released (release_pending).
+ */
 bool
 lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now)
 {
 	if (entry->token == 0)
 		return false;
-	if (entry->scope == LF_SCOPE_XACT)
+	if (entry->scope == LF_SCOPE_XACT || entry->pins > 0)
 		return true;
 	return now < entry->expires_at;
+}
+
+/* token is the live holder, and no release is pending. */
+static bool
+entry_held_by(const LockfenceEntry *entry, uint64 token, TimestampTz now)
+{
+	return entry != NULL && entry->token == token &&
+		!entry->release_pending && lockfence_entry_is_live(entry, now);
 }
 
 /* Make (pid, procno) the holder with a new token.  Partition lock held. */
@@ -54,6 +65,8 @@ entry_grant(LockfenceEntry *entry, uint32 hashcode, int pid, int procno,
 	entry->holder_pid = pid;
 	entry->holder_procno = procno;
 	entry->scope = scope;
+	entry->pins = 0;
+	entry->release_pending = false;
 	entry->acquired_at = now;
 	entry->expires_at = (scope == LF_SCOPE_XACT) ? DT_NOEND : now + lease_us;
 	lockfence_partition_stats(hashcode)->grants++;
@@ -195,6 +208,8 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		entry->token = 0;
 		entry->holder_pid = 0;
 		entry->holder_procno = LOCKFENCE_NO_PROC;
+		entry->pins = 0;
+		entry->release_pending = false;
 		entry->waiters_head = entry->waiters_tail = LOCKFENCE_NO_PROC;
 		entry->nwaiters = 0;
 	}
@@ -239,7 +254,8 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 
 /*
  * Free the lock if token is its live holder.  Transaction locks are released
- * only at transaction end (from_xact_end) or by force.
+ * only at transaction end (from_xact_end) or by force.  A pinned lock is
+ * freed when its last pin drops.
  */
 bool
 lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
@@ -264,6 +280,10 @@ lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 			lockfence_partition_stats(hashcode)->expiries++;
 			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
 		}
+		else if (entry->release_pending)
+		{
+			/* released already; it only waits for its pins to drop */
+		}
 		else if (entry->scope == LF_SCOPE_XACT && !from_xact_end)
 		{
 			LWLockRelease(lock);
@@ -275,7 +295,10 @@ lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 		else
 		{
 			lockfence_partition_stats(hashcode)->releases++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			if (entry->pins > 0)
+				entry->release_pending = true;
+			else
+				lockfence_entry_free(entry, hashcode, now, wake, &nwake);
 			released = true;
 		}
 	}
@@ -306,6 +329,10 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 		{
 			lockfence_partition_stats(hashcode)->expiries++;
 			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+		}
+		else if (entry->release_pending)
+		{
+			/* released already: too late to renew */
 		}
 		else if (entry->scope == LF_SCOPE_XACT)
 		{
@@ -343,8 +370,7 @@ lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode, uint64 token)
 	LWLockAcquire(lock, LW_SHARED);
 	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
 										HASH_FIND, NULL);
-	held = entry != NULL && entry->token == token &&
-		lockfence_entry_is_live(entry, GetCurrentTimestamp());
+	held = entry_held_by(entry, token, GetCurrentTimestamp());
 	LWLockRelease(lock);
 	return held;
 }
@@ -366,16 +392,101 @@ lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 
-		released = lockfence_entry_is_live(entry, now);
+		released = lockfence_entry_is_live(entry, now) &&
+			!entry->release_pending;
 		if (released)
 			lockfence_partition_stats(hashcode)->releases++;
-		else if (entry->token != 0)
+		else if (entry->token != 0 && !entry->release_pending)
 			lockfence_partition_stats(hashcode)->expiries++;
-		lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+		if (entry->pins > 0)
+			entry->release_pending = true;	/* freed when unpinned */
+		else
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
 	}
 	LWLockRelease(lock);
 	lockfence_wake_procs(wake, nwake);
 	return released;
+}
+
+/*
+ * Pin token's lease for a writing transaction: from now until the matching
+ * unpin it cannot expire or pass to anyone else.  False when token is not
+ * the live holder; *holder_token is then the live holder's token, or 0.
+ */
+bool
+lockfence_pin_token(const LockfenceKey *key, uint32 hashcode, uint64 token,
+					uint64 *holder_token)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+	LockfenceEntry *entry;
+	TimestampTz now;
+	bool		pinned;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+										HASH_FIND, NULL);
+	now = GetCurrentTimestamp();
+	pinned = entry_held_by(entry, token, now);
+	if (pinned)
+		entry->pins++;
+	else
+	{
+		*holder_token = 0;
+		if (entry != NULL && lockfence_entry_is_live(entry, now))
+		{
+			if (!entry->release_pending)
+				*holder_token = entry->token;
+		}
+		else if (entry != NULL)
+		{
+			/* an expired lease: reclaim it while we are here */
+			if (entry->token != 0)
+				lockfence_partition_stats(hashcode)->expiries++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+		}
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+	return pinned;
+}
+
+/*
+ * Drop a pin at the end of the writing transaction.  The last pin frees a
+ * lock that was released, or whose lease ran out, meanwhile.
+ */
+void
+lockfence_unpin_token(const LockfenceKey *key, uint32 hashcode, uint64 token)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+	LockfenceEntry *entry;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+										HASH_FIND, NULL);
+	if (entry != NULL && entry->token == token && entry->pins > 0 &&
+		--entry->pins == 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (entry->release_pending)
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+		else if (!lockfence_entry_is_live(entry, now))
+		{
+			lockfence_partition_stats(hashcode)->expiries++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+		}
+		else if (entry->waiters_head != LOCKFENCE_NO_PROC)
+		{
+			/* the first waiter slept without a timer while pinned */
+			wake[nwake++] = entry->waiters_head;
+		}
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
 }
 
 /*

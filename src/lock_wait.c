@@ -119,8 +119,9 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 		else
 		{
 			wake_at = deadline;
+			/* a pinned lease cannot expire: the unpin wakes us instead */
 			if (entry->waiters_head == myprocno &&
-				entry->scope != LF_SCOPE_XACT &&
+				entry->scope != LF_SCOPE_XACT && entry->pins == 0 &&
 				(wake_at == 0 || entry->expires_at < wake_at))
 				wake_at = entry->expires_at;
 		}

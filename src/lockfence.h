@@ -13,9 +13,10 @@
  *	  fence_token.c		the token generator and its durable state file
  *	  lock_table.c		grant, release, renew and hand-off on hash entries
  *	  lock_wait.c		sleeping in the FIFO queue of a lock
- *	  backend_locks.c	session and transaction locks of this backend
+ *	  backend_locks.c	session and transaction locks, and pins, of this backend
  *	  sql_api.c			SQL-callable functions and argument checks
- *	  lock_view.c		the lockfence.locks view
+ *	  fence_check.c		the fence-check trigger and LF001
+ *	  views.c			the lockfence.locks and lockfence.stats views
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +27,7 @@
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
+#include "utils/relcache.h"
 
 /* Longest lock name accepted, in bytes (not counting the terminator). */
 #define LOCKFENCE_NAME_MAXLEN		200
@@ -63,6 +65,10 @@ typedef struct LockfenceKey
  * whose token is 0 is free and may be removed by whoever holds its partition
  * lock exclusively.  Waiters are linked through the waiter slots (see
  * LockfenceWaiter) in FIFO order.
+ *
+ * A pinned lease (pins > 0) is held by a transaction whose write the fence
+ * trigger accepted: it does not expire, and a release or force-release only
+ * sets release_pending, until the last pin is dropped at transaction end.
  */
 typedef struct LockfenceEntry
 {
@@ -73,6 +79,8 @@ typedef struct LockfenceEntry
 	int			holder_pid;		/* backend that was granted the lock */
 	int			holder_procno;
 	LockfenceScope scope;
+	int			pins;			/* writing transactions that pinned the lease */
+	bool		release_pending;	/* released while pinned: free at unpin */
 	int			waiters_head;	/* procno of the first waiter */
 	int			waiters_tail;	/* procno of the last waiter */
 	int			nwaiters;
@@ -122,6 +130,8 @@ typedef struct LockfenceShared
 	LWLockPadded *locks;		/* the partition locks, then the token lock */
 	LockfenceTokenState tokens;
 	LockfencePartitionStats stats[LOCKFENCE_NUM_PARTITIONS];
+	pg_atomic_uint64 monotonic_rejections;	/* fence trigger, counted */
+	pg_atomic_uint64 lease_rejections;	/* without a lock (rare events) */
 	int			nwaiter_slots;
 	LockfenceWaiter waiters[FLEXIBLE_ARRAY_MEMBER];
 } LockfenceShared;
@@ -165,6 +175,10 @@ extern bool lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 extern bool lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode,
 									uint64 token);
 extern bool lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode);
+extern bool lockfence_pin_token(const LockfenceKey *key, uint32 hashcode,
+								uint64 token, uint64 *holder_token);
+extern void lockfence_unpin_token(const LockfenceKey *key, uint32 hashcode,
+								  uint64 token);
 extern bool lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now);
 extern void lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode,
 								 TimestampTz now, int *wake, int *nwake);
@@ -187,5 +201,14 @@ extern void lockfence_remember_reserve(void);
 extern void lockfence_remember(const LockfenceKey *key, uint32 hashcode,
 							   uint64 token, LockfenceScope scope);
 extern void lockfence_forget(uint64 token);
+extern bool lockfence_pinned_token(const LockfenceKey *key, uint64 *token);
+extern bool lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
+								   uint64 token, uint64 *holder_token);
+
+/* fence_check.c */
+#define ERRCODE_LOCKFENCE_STALE_TOKEN	MAKE_SQLSTATE('L','F','0','0','1')
+extern void lockfence_check_name_length(int len);
+extern void lockfence_fence_token(const LockfenceKey *key, uint32 hashcode,
+								  int64 token, Relation rel);
 
 #endif							/* LOCKFENCE_H */

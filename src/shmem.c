@@ -161,6 +161,8 @@ lockfence_shmem_startup(void)
 		lockfence_shared->locks = GetNamedLWLockTranche("lockfence");
 		pg_atomic_init_u64(&lockfence_shared->tokens.next_seq, 0);
 		pg_atomic_init_u64(&lockfence_shared->tokens.seq_limit, 0);
+		pg_atomic_init_u64(&lockfence_shared->monotonic_rejections, 0);
+		pg_atomic_init_u64(&lockfence_shared->lease_rejections, 0);
 		lockfence_shared->tokens.ready = false;
 		lockfence_shared->nwaiter_slots = nslots;
 		for (int i = 0; i < nslots; i++)

@@ -27,6 +27,7 @@ PG_FUNCTION_INFO_V1(lockfence_release);
 PG_FUNCTION_INFO_V1(lockfence_renew);
 PG_FUNCTION_INFO_V1(lockfence_is_held);
 PG_FUNCTION_INFO_V1(lockfence_force_release);
+PG_FUNCTION_INFO_V1(lockfence_pin);
 
 /*---- Argument checks ----*/
 
@@ -50,16 +51,7 @@ get_lock_key(FunctionCallInfo fcinfo, int argno, LockfenceKey *key,
 	check_not_null(fcinfo, argno, "lock name");
 	name = PG_GETARG_TEXT_PP(argno);
 	len = VARSIZE_ANY_EXHDR(name);
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lock name must not be empty")));
-	if (len > LOCKFENCE_NAME_MAXLEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lock name is too long"),
-				 errdetail("The name is %d bytes long; the maximum is %d bytes.",
-						   len, LOCKFENCE_NAME_MAXLEN)));
+	lockfence_check_name_length(len);
 
 	lockfence_make_key(key, VARDATA_ANY(name), len);
 	*hashcode = lockfence_key_hash(key);
@@ -347,4 +339,23 @@ lockfence_force_release(PG_FUNCTION_ARGS)
 
 	get_lock_key(fcinfo, 0, &key, &hashcode);
 	PG_RETURN_BOOL(lockfence_force_release_key(&key, hashcode));
+}
+
+/*
+ * pin(name, token): raise LF001 unless token holds the lock; otherwise pin
+ * its lease until this transaction ends, as an accepted fenced write does.
+ */
+Datum
+lockfence_pin(PG_FUNCTION_ARGS)
+{
+	LockfenceKey key;
+	uint32		hashcode;
+	uint64		token;
+
+	lockfence_check_loaded();
+	get_lock_key(fcinfo, 0, &key, &hashcode);
+	token = get_token(fcinfo, 1);
+
+	lockfence_fence_token(&key, hashcode, (int64) token, NULL);
+	PG_RETURN_VOID();
 }

@@ -1,12 +1,17 @@
 /*-------------------------------------------------------------------------
  *
- * lock_view.c
- *	  The set-returning function behind the lockfence.locks view.
+ * views.c
+ *	  The set-returning functions behind the lockfence.locks and
+ *	  lockfence.stats views.
  *
- * Shows the live locks of the current database only.  The entries are
- * copied under all partition locks (taken in order, protocol rule 2), so the
- * rows are one consistent picture; tuples are built after the locks are
- * released.
+ * lockfence.locks shows the live locks of the current database only.  The
+ * entries are copied under all partition locks (taken in order, protocol
+ * rule 2), so the rows are one consistent picture; tuples are built after
+ * the locks are released.
+ *
+ * lockfence.stats sums the per-partition counters without locks: each
+ * counter is a 64-bit word read atomically, and the sum is a snapshot that
+ * may be a few events behind.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,8 +26,10 @@
 #include "lockfence.h"
 
 PG_FUNCTION_INFO_V1(lockfence_lock_status);
+PG_FUNCTION_INFO_V1(lockfence_stats);
 
-#define LOCK_STATUS_COLS 7
+#define LOCK_STATUS_COLS 8
+#define STATS_COLS 10
 
 #if PG_VERSION_NUM < 150000
 /* InitMaterializedSRF() appeared in PostgreSQL 15. */
@@ -102,8 +109,49 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 		else
 			values[5] = TimestampTzGetDatum(row->expires_at);
 		values[6] = Int32GetDatum(row->nwaiters);
+		values[7] = Int32GetDatum(row->pins);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 
 	return (Datum) 0;
+}
+
+Datum
+lockfence_stats(PG_FUNCTION_ARGS)
+{
+	LockfencePartitionStats sum = {0};
+	TupleDesc	tupdesc;
+	Datum		values[STATS_COLS];
+	bool		nulls[STATS_COLS] = {0};
+	int64		used;
+
+	lockfence_check_loaded();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
+	{
+		volatile LockfencePartitionStats *part = &lockfence_shared->stats[i];
+
+		sum.grants += part->grants;
+		sum.releases += part->releases;
+		sum.renewals += part->renewals;
+		sum.expiries += part->expiries;
+		sum.waits += part->waits;
+		sum.wait_timeouts += part->wait_timeouts;
+	}
+	used = (int64) hash_get_num_entries(lockfence_hash);
+
+	values[0] = Int64GetDatum((int64) sum.grants);
+	values[1] = Int64GetDatum((int64) sum.releases);
+	values[2] = Int64GetDatum((int64) sum.renewals);
+	values[3] = Int64GetDatum((int64) sum.expiries);
+	values[4] = Int64GetDatum((int64) sum.waits);
+	values[5] = Int64GetDatum((int64) sum.wait_timeouts);
+	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&lockfence_shared->monotonic_rejections));
+	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&lockfence_shared->lease_rejections));
+	values[8] = Int64GetDatum(used);
+	values[9] = Int64GetDatum(Max((int64) lockfence_max_locks - used, 0));
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

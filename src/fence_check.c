@@ -1,0 +1,313 @@
+/*-------------------------------------------------------------------------
+ *
+ * fence_check.c
+ *	  The fence-check trigger: writes carrying a stale token are rejected by
+ *	  the database that holds the data, atomically with the write.
+ *
+ *	  CREATE TRIGGER ... BEFORE INSERT OR UPDATE [OR DELETE] ON tbl
+ *	    FOR EACH ROW EXECUTE FUNCTION
+ *	    lockfence.fence_check(token_column [, lock_prefix [, key_column]]);
+ *
+ * Monotonic mode (one argument): a row must carry a token, and an UPDATE may
+ * not lower the row's token.  A BEFORE ROW trigger of an UPDATE sees the
+ * latest committed version of the row (READ COMMITTED re-fetches it after a
+ * concurrent update, REPEATABLE READ fails with a serialization error), so
+ * the comparison cannot race.
+ *
+ * Lease mode (a lock prefix is given): in addition, the token must be the
+ * live holder of lock_prefix, or of lock_prefix || key_column::text, at the
+ * moment of the write; the lease is then pinned until the transaction ends
+ * (see lock_table.c), so an accepted write commits while its lock is held.
+ * A DELETE is accepted only if the same transaction already showed a live
+ * token for the row's lock, by an accepted write or lockfence.pin().
+ *
+ * Rejections raise SQLSTATE LF001.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "lockfence.h"
+
+PG_FUNCTION_INFO_V1(lockfence_fence_check);
+
+/* The trigger's arguments, resolved once per statement (in fn_extra). */
+typedef struct FenceCheckConfig
+{
+	Oid			tgoid;
+	AttrNumber	token_attnum;
+	bool		lease_mode;
+	char	   *lock_prefix;
+	AttrNumber	key_attnum;		/* 0: the prefix alone names the lock */
+	FmgrInfo	key_output;		/* output function of the key column */
+} FenceCheckConfig;
+
+/* Names longer than this are refused everywhere. */
+void
+lockfence_check_name_length(int len)
+{
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock name must not be empty")));
+	if (len > LOCKFENCE_NAME_MAXLEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lock name is too long"),
+				 errdetail("The name is %d bytes long; the maximum is %d bytes.",
+						   len, LOCKFENCE_NAME_MAXLEN)));
+}
+
+/*
+ * Pin token's lease for this transaction, or raise LF001.  rel names the
+ * table being written, or is NULL for lockfence.pin().
+ */
+void
+lockfence_fence_token(const LockfenceKey *key, uint32 hashcode, int64 token,
+					  Relation rel)
+{
+	uint64		holder = 0;
+
+	/* a token that is not positive was never handed out */
+	if (token > 0 && lockfence_pin_for_xact(key, hashcode, (uint64) token,
+											&holder))
+		return;
+
+	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+			 rel ? errmsg("stale fence token for lock \"%s\" in relation \"%s\"",
+						  key->name, RelationGetRelationName(rel)) :
+			 errmsg("stale fence token for lock \"%s\"", key->name),
+			 holder != 0 ?
+			 errdetail("Token " INT64_FORMAT " does not hold the lock; the current holder's token is " INT64_FORMAT ".",
+					   token, (int64) holder) :
+			 errdetail("Token " INT64_FORMAT " does not hold the lock; the lock is not held.",
+					   token),
+			 rel ? errtable(rel) : 0));
+}
+
+static AttrNumber
+config_attnum(Relation rel, const char *colname)
+{
+	AttrNumber	attnum = SPI_fnumber(RelationGetDescr(rel), colname);
+
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						colname, RelationGetRelationName(rel)),
+				 errhint("Check the arguments of trigger using lockfence.fence_check().")));
+	return attnum;
+}
+
+/* Check how the trigger is declared and resolve its arguments. */
+static FenceCheckConfig *
+get_config(FunctionCallInfo fcinfo, TriggerData *trigdata)
+{
+	FenceCheckConfig *config = fcinfo->flinfo->fn_extra;
+	Trigger    *trigger = trigdata->tg_trigger;
+	Relation	rel = trigdata->tg_relation;
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	MemoryContext oldcxt;
+
+	if (config != NULL && config->tgoid == trigger->tgoid)
+		return config;
+
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on relation \"%s\" must be a BEFORE ... FOR EACH ROW trigger",
+						trigger->tgname, RelationGetRelationName(rel)),
+				 errdetail("lockfence.fence_check() must check each row before it is written.")));
+	if (trigger->tgnargs < 1 || trigger->tgnargs > 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on relation \"%s\" has %d arguments",
+						trigger->tgname, RelationGetRelationName(rel),
+						trigger->tgnargs),
+				 errhint("lockfence.fence_check() takes a token column, optionally a lock prefix, and optionally a key column.")));
+
+	oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+	config = palloc0(sizeof(FenceCheckConfig));
+	config->tgoid = trigger->tgoid;
+
+	config->token_attnum = config_attnum(rel, trigger->tgargs[0]);
+	if (TupleDescAttr(tupdesc, config->token_attnum - 1)->atttypid != INT8OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("fence token column \"%s\" of relation \"%s\" must be of type bigint",
+						trigger->tgargs[0], RelationGetRelationName(rel))));
+
+	if (trigger->tgnargs >= 2)
+	{
+		config->lease_mode = true;
+		config->lock_prefix = pstrdup(trigger->tgargs[1]);
+		if (trigger->tgnargs == 3)
+		{
+			Oid			typoutput;
+			bool		typisvarlena;
+
+			config->key_attnum = config_attnum(rel, trigger->tgargs[2]);
+			getTypeOutputInfo(TupleDescAttr(tupdesc, config->key_attnum - 1)->atttypid,
+							  &typoutput, &typisvarlena);
+			fmgr_info_cxt(typoutput, &config->key_output,
+						  fcinfo->flinfo->fn_mcxt);
+		}
+		else
+			lockfence_check_name_length(strlen(config->lock_prefix));
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on relation \"%s\" cannot fence DELETE without a lock",
+						trigger->tgname, RelationGetRelationName(rel)),
+				 errhint("Give lockfence.fence_check() a lock prefix to fence deletes, or fire it on INSERT OR UPDATE only.")));
+
+	MemoryContextSwitchTo(oldcxt);
+	fcinfo->flinfo->fn_extra = config;
+	return config;
+}
+
+/* The lock that guards this row: the prefix, or prefix || key::text. */
+static void
+row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
+			 LockfenceKey *key, uint32 *hashcode)
+{
+	StringInfoData name;
+
+	initStringInfo(&name);
+	appendStringInfoString(&name, config->lock_prefix);
+	if (config->key_attnum > 0)
+	{
+		bool		isnull;
+		Datum		value = heap_getattr(tuple, config->key_attnum,
+										 RelationGetDescr(rel), &isnull);
+
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("lock key column \"%s\" of relation \"%s\" is null",
+							NameStr(TupleDescAttr(RelationGetDescr(rel),
+												  config->key_attnum - 1)->attname),
+							RelationGetRelationName(rel)),
+					 errdetail("lockfence.fence_check() names the row's lock after this column."),
+					 errtable(rel)));
+		appendStringInfoString(&name,
+							   OutputFunctionCall(&config->key_output, value));
+	}
+	lockfence_check_name_length(name.len);
+	lockfence_make_key(key, name.data, name.len);
+	*hashcode = lockfence_key_hash(key);
+	pfree(name.data);
+}
+
+static void
+reject_monotonic(Relation rel, AttrNumber attnum, const char *message,
+				 int64 new_token, int64 old_token)
+{
+	const char *colname = NameStr(TupleDescAttr(RelationGetDescr(rel),
+												attnum - 1)->attname);
+
+	pg_atomic_fetch_add_u64(&lockfence_shared->monotonic_rejections, 1);
+	if (message != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+				 errmsg("missing fence token in column \"%s\" of relation \"%s\"",
+						colname, RelationGetRelationName(rel)),
+				 errdetail("%s", message),
+				 errtablecol(rel, attnum)));
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+			 errmsg("stale fence token in column \"%s\" of relation \"%s\"",
+					colname, RelationGetRelationName(rel)),
+			 errdetail("Token " INT64_FORMAT " is older than the row's current token " INT64_FORMAT ".",
+					   new_token, old_token),
+			 errtablecol(rel, attnum)));
+}
+
+Datum
+lockfence_fence_check(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata;
+	FenceCheckConfig *config;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	HeapTuple	newtuple;
+	Datum		value;
+	bool		isnull;
+	int64		token;
+	LockfenceKey key;
+	uint32		hashcode;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"fence_check\" was not called by trigger manager")));
+	lockfence_check_loaded();
+
+	trigdata = (TriggerData *) fcinfo->context;
+	config = get_config(fcinfo, trigdata);
+	rel = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+
+	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+	{
+		uint64		pinned_token;
+
+		/* the transaction must have shown a live token for this row's lock */
+		row_lock_key(config, rel, trigdata->tg_trigtuple, &key, &hashcode);
+		if (!lockfence_pinned_token(&key, &pinned_token))
+		{
+			pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+					 errmsg("delete from relation \"%s\" is not fenced by lock \"%s\"",
+							RelationGetRelationName(rel), key.name),
+					 errdetail("This transaction has not shown a live fence token for the lock."),
+					 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
+					 errtable(rel)));
+		}
+		return PointerGetDatum(trigdata->tg_trigtuple);
+	}
+
+	newtuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+
+	value = heap_getattr(newtuple, config->token_attnum, tupdesc, &isnull);
+	if (isnull)
+		reject_monotonic(rel, config->token_attnum,
+						 "Rows written to this table must carry the fence token of the lock holder.",
+						 0, 0);
+	token = DatumGetInt64(value);
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		Datum		old_value = heap_getattr(trigdata->tg_trigtuple,
+											 config->token_attnum, tupdesc,
+											 &isnull);
+
+		/* rows written before fencing was enabled carry no token yet */
+		if (!isnull && token < DatumGetInt64(old_value))
+			reject_monotonic(rel, config->token_attnum, NULL,
+							 token, DatumGetInt64(old_value));
+	}
+
+	if (config->lease_mode)
+	{
+		row_lock_key(config, rel, newtuple, &key, &hashcode);
+		lockfence_fence_token(&key, hashcode, token, rel);
+	}
+
+	return PointerGetDatum(newtuple);
+}
