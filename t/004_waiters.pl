@@ -9,6 +9,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('waiters');
 $node->init;
@@ -56,19 +57,18 @@ sub wait_stream
 sub wait_out { return wait_stream($_[0], 'stdout', $_[1], $_[2]); }
 sub wait_err { return wait_stream($_[0], 'stderr', $_[1], $_[2]); }
 
-# Quit a session whose psql may have exited already (after a FATAL error).
-sub close_session
+# Finish a session whose psql exits by itself (ON_ERROR_STOP after a FATAL
+# error): wait for it to go away instead of sending it \q.
+sub finish_dead_session
 {
 	my ($s) = @_;
-	$s->{run}->pump_nb();
-	if ($s->{run}->pumpable())
+	while ($s->{run}->pumpable() && !$s->{timeout}->is_expired)
 	{
-		$s->quit;
+		$s->{run}->pump_nb();
+		usleep(10_000);
 	}
-	else
-	{
-		$s->{run}->finish;
-	}
+	ok(!$s->{run}->pumpable(), 'psql of the terminated session exited');
+	$s->{run}->finish;
 	return;
 }
 
@@ -381,7 +381,7 @@ SELECT 'tok=' || :tok;
 			"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pida"),
 		'terminate: waiter backend has exited');
 	is(waiters('tm'), '1', 'terminate: it left the queue');
-	close_session($wa);
+	finish_dead_session($wa);
 
 	# a new backend (likely reusing the freed slot) queues behind
 	my ($wc, $pidc) = session();
