@@ -185,20 +185,26 @@ SELECT 'done=' || lockfence.release('fifo', :tok);
 
 # ---- woken by lease expiry, nobody releases ----
 {
+	# connect the waiters first, so that they queue well within the lease
+	my (@w, @wpid);
+	for my $i (1 .. 2)
+	{
+		my ($s, $pid) = session();
+		push @w, $s;
+		push @wpid, $pid;
+	}
+
 	my $t0 = sql("SELECT lockfence.try_acquire('exp', '2s')");
 	my $end0 = sql(
 		"SELECT expires_at FROM lockfence.locks WHERE name = 'exp' AND token = $t0"
 	);
 	isnt($end0, '', 'exp: holder took a 2 s lease');
 
-	my (@w, @wpid);
 	for my $i (1 .. 2)
 	{
 		# the first waiter takes a 1 s lease, and never releases either
 		my $lease = $i == 1 ? '1s' : '30s';
-		my ($s, $pid) = session();
-		push @w, $s;
-		push @wpid, $pid;
+		my $s = $w[ $i - 1 ];
 		start_wait(
 			$s, qq{
 SELECT lockfence.acquire('exp', '$lease', '30s') AS tok \\gset
@@ -333,7 +339,7 @@ SELECT 'tok=' || :tok;
 	my $t0 = sql("SELECT lockfence.try_acquire('st', '1h')");
 	my ($w, $pid) = session(on_error_stop => 0);
 
-	$w->query_safe("SET statement_timeout = '1s'");
+	$w->query_safe("SET statement_timeout = '2s'");
 	start_wait($w, "SELECT lockfence.acquire('st', '1h', '0');");
 	wait_waiters('st', 1, 'statement_timeout: waiter is queued');
 	wait_err($w, qr/57014: canceling statement due to statement timeout/,
@@ -341,13 +347,13 @@ SELECT 'tok=' || :tok;
 	is(waiters('st'), '0', 'statement_timeout: waiter left the queue');
 	$w->query("RESET statement_timeout");
 
-	start_wait($w, "SELECT lockfence.acquire('st', '1h', '1s');");
+	start_wait($w, "SELECT lockfence.acquire('st', '1h', '2s');");
 	wait_waiters('st', 1, 'acquire timeout: waiter is queued');
 	wait_err($w, qr/55P03: could not obtain lock "st"/,
 		'acquire timeout: 55P03 after the timeout');
 	is(waiters('st'), '0', 'acquire timeout: waiter left the queue');
 
-	$w->query("SET lockfence.wait_timeout = '1s'");
+	$w->query("SET lockfence.wait_timeout = '2s'");
 	start_wait($w, "SELECT lockfence.acquire('st', '1h');");
 	wait_waiters('st', 1, 'wait_timeout: waiter is queued');
 	wait_err($w, qr/55P03: could not obtain lock "st"/,
