@@ -244,6 +244,35 @@ SELECT 'tok=' || :tok;
 	$_->quit for @w;
 }
 
+# ---- the first waiter gives up: the next one must watch the lease ----
+{
+	my ($w1, $pid1) = session(on_error_stop => 0);
+	my ($w2, $pid2) = session();
+	my $t0 = sql("SELECT lockfence.try_acquire('hand', '3s')");
+	my $end0 = sql(
+		"SELECT expires_at FROM lockfence.locks WHERE name = 'hand' AND token = $t0"
+	);
+	start_wait($w1, "SELECT lockfence.acquire('hand', '30s', '1s');");
+	wait_waiters('hand', 1, 'hand-over: first waiter (1 s timeout) is queued');
+	# no timer of its own worth mentioning: only the lease end can wake it
+	start_wait(
+		$w2, q{
+SELECT lockfence.acquire('hand', '30s', '20s') AS tok \gset
+SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
+});
+	wait_waiters('hand', 2, 'hand-over: second waiter is queued');
+	wait_err($w1, qr/55P03: could not obtain lock "hand"/,
+		'hand-over: first waiter times out');
+	my ($t2, $at) = wait_out($w2, qr/tok=(\d+) at=(.*)\n/,
+		'hand-over: second waiter got the lock when the lease ran out');
+	cmp_ok($t2, '>', $t0, 'hand-over: with a greater token');
+	my $d = secs_between("'$end0'::timestamptz", "'$at'::timestamptz");
+	cmp_ok($d, '>=', 0, "hand-over: at or after the lease end (${d}s)");
+	cmp_ok($d, '<', 5, 'hand-over: and not long after');
+	is(sql("SELECT lockfence.release('hand', $t2)"), 't', 'hand-over: released');
+	$_->quit for ($w1, $w2);
+}
+
 # ---- woken by force_release, and by a renew that shortens the lease ----
 {
 	my $t0 = sql("SELECT lockfence.try_acquire('fr', '1h')");
