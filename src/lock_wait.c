@@ -133,8 +133,12 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 
 		if (wake_at != 0)
 		{
-			/* round up, so that we do not wake just before the lease ends */
-			sleep_ms = (long) ((wake_at - now + 999) / 1000);
+			/*
+			 * Round up, so that we do not wake just before the lease ends.
+			 * WaitLatch takes at most INT_MAX ms (24.8 days); a longer wait
+			 * simply goes round the loop again.
+			 */
+			sleep_ms = (long) Min((wake_at - now + 999) / 1000, INT_MAX);
 			events |= WL_TIMEOUT;
 		}
 		(void) WaitLatch(MyLatch, events, sleep_ms, PG_WAIT_EXTENSION);

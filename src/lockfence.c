@@ -41,7 +41,7 @@ _PG_init(void)
 							"Each lock slot takes shared memory; changing this needs a restart.",
 							&lockfence_max_locks,
 							10000,
-							16,
+							LOCKFENCE_NUM_PARTITIONS,	/* one per freelist, see shmem.c */
 							10000000,
 							PGC_POSTMASTER,
 							0,
