@@ -17,7 +17,9 @@ OBJS = \
 	src/backend_locks.o \
 	src/sql_api.o \
 	src/views.o \
-	src/fence_check.o
+	src/fence_check.o \
+	src/row_locks.o \
+	src/lock_version.o
 DATA = $(wildcard sql/lockfence--*.sql)
 PGFILEDESC = "lockfence - leased named locks with fence tokens"
 

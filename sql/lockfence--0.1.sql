@@ -150,6 +150,37 @@ LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
 COMMENT ON FUNCTION lockfence.pin(text, bigint) IS
 'raise LF001 unless token holds the lock; else keep its lease until the transaction ends';
 
+-- Row locking helpers: they run their queries as the caller, so the
+-- caller needs the table privileges that SELECT ... FOR <mode> needs.
+
+CREATE FUNCTION lockfence.lock_row(rel regclass, key anyelement,
+                                   timeout interval DEFAULT NULL,
+                                   mode text DEFAULT 'update')
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'lockfence_lock_row'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.lock_row(regclass, anyelement, interval, text) IS
+'lock the row with this primary key, waiting at most timeout; false if there is no such row';
+
+CREATE FUNCTION lockfence.lock_rows(rel regclass, keys anyarray,
+                                    timeout interval DEFAULT NULL,
+                                    mode text DEFAULT 'update')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'lockfence_lock_rows'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.lock_rows(regclass, anyarray, interval, text) IS
+'lock the rows with these primary keys in key order (deadlock-free); returns how many were locked';
+
+CREATE FUNCTION lockfence.lock_version_check()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'lockfence_lock_version_check'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+COMMENT ON FUNCTION lockfence.lock_version_check() IS
+'BEFORE UPDATE row trigger: optimistic locking on a lock_version column (SQLSTATE 40001 when stale)';
+
 GRANT USAGE ON SCHEMA lockfence TO PUBLIC;
 GRANT SELECT ON lockfence.locks TO PUBLIC;
 GRANT SELECT ON lockfence.stats TO PUBLIC;

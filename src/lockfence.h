@@ -16,6 +16,8 @@
  *	  backend_locks.c	session and transaction locks, and pins, of this backend
  *	  sql_api.c			SQL-callable functions and argument checks
  *	  fence_check.c		the fence-check trigger and LF001
+ *	  row_locks.c		pessimistic row locks with bounded waits
+ *	  lock_version.c	the optimistic lock_version trigger
  *	  views.c			the lockfence.locks and lockfence.stats views
  *
  *-------------------------------------------------------------------------

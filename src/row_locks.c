@@ -1,0 +1,526 @@
+/*-------------------------------------------------------------------------
+ *
+ * row_locks.c
+ *	  Pessimistic row locking: SELECT ... FOR UPDATE with a bounded wait, and
+ *	  many rows in primary-key order so that callers never deadlock.
+ *
+ *	  lock_row(rel, key, timeout, mode)    -> boolean
+ *	  lock_rows(rel, keys, timeout, mode)  -> bigint
+ *
+ * Each (table, key type, mode) gets three cached plans:
+ *	  try:   SELECT 1 FROM t WHERE pk = $1 FOR <mode> SKIP LOCKED
+ *	  probe: SELECT ctid, tableoid FROM t WHERE pk = $1
+ *	  wait:  SELECT 1 FROM t WHERE pk = $1 FOR <mode>
+ * An uncontended row is locked by the first.  Otherwise the probe tells
+ * whether the row exists and which transactions hold it, and the third
+ * waits, under the caller's timeout, which is installed as lock_timeout for
+ * that one query only (a GUC nest level undoes it, as a function's SET
+ * clause would).  The holders found by the probe name the blocking
+ * processes if the wait times out.
+ *
+ * Identifiers are quoted, the key is always a parameter, and the mode is
+ * one of four keywords, so no argument reaches the query text unchecked.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/multixact.h"
+#include "access/subtrans.h"
+#include "access/table.h"
+#include "access/transam.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "storage/itemptr.h"
+#include "storage/procarray.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "lockfence.h"
+
+PG_FUNCTION_INFO_V1(lockfence_lock_row);
+PG_FUNCTION_INFO_V1(lockfence_lock_rows);
+
+/* Cached plans for one table, key type and lock mode. */
+typedef struct RowLockPlanKey
+{
+	Oid			relid;
+	Oid			keytype;
+	int			mode;
+} RowLockPlanKey;
+
+typedef struct RowLockPlans
+{
+	RowLockPlanKey key;			/* hash key; must be first */
+	bool		valid;			/* false once the table changed */
+	char	   *relname;		/* for messages */
+	SPIPlanPtr	try_plan;
+	SPIPlanPtr	probe_plan;
+	SPIPlanPtr	wait_plan;
+	SPIPlanPtr	sort_plan;		/* lock_rows: the keys that exist, in order */
+} RowLockPlans;
+
+static const char *const lock_mode_clauses[] = {
+	"FOR UPDATE", "FOR NO KEY UPDATE", "FOR SHARE", "FOR KEY SHARE"
+};
+static const char *const lock_mode_names[] = {
+	"update", "no key update", "share", "key share"
+};
+
+static HTAB *plan_cache = NULL;
+
+/* Forget plans of a table whose definition changed. */
+static void
+invalidate_plans(Datum arg, Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	RowLockPlans *plans;
+
+	if (plan_cache == NULL)
+		return;
+	hash_seq_init(&status, plan_cache);
+	while ((plans = hash_seq_search(&status)) != NULL)
+		if (relid == InvalidOid || plans->key.relid == relid)
+			plans->valid = false;
+}
+
+static int
+parse_lock_mode(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *mode;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("lock mode must not be null")));
+	mode = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	for (int i = 0; i < (int) lengthof(lock_mode_names); i++)
+		if (pg_strcasecmp(mode, lock_mode_names[i]) == 0)
+			return i;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unrecognized row lock mode \"%s\"", mode),
+			 errhint("Valid modes are \"update\", \"no key update\", \"share\" and \"key share\".")));
+	return 0;					/* keep compiler quiet */
+}
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/* Build the plans for a table: it must have a one-column primary key. */
+static void
+build_plans(RowLockPlans *plans)
+{
+	Relation	rel;
+	Oid			pkindex;
+	Relation	index;
+	AttrNumber	pkattnum;
+	Oid			pktype;
+	char	   *table;
+	char	   *column;
+	char	   *typname;
+	StringInfoData sql;
+	Oid			argtype = plans->key.keytype;
+	Oid			arraytype;
+	const char *clause = lock_mode_clauses[plans->key.mode];
+
+	rel = table_open(plans->key.relid, AccessShareLock);
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
+
+	pkindex = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(pkindex))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" has no primary key",
+						RelationGetRelationName(rel)),
+				 errhint("lockfence.lock_row() finds rows by a single-column primary key.")));
+	index = index_open(pkindex, AccessShareLock);
+	if (index->rd_index->indnkeyatts != 1 || index->rd_index->indkey.values[0] == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("primary key of table \"%s\" has more than one column",
+						RelationGetRelationName(rel)),
+				 errhint("lockfence.lock_row() finds rows by a single-column primary key; lock such rows with SELECT ... FOR UPDATE.")));
+	pkattnum = index->rd_index->indkey.values[0];
+	index_close(index, AccessShareLock);
+
+	pktype = TupleDescAttr(RelationGetDescr(rel), pkattnum - 1)->atttypid;
+	table = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+									   RelationGetRelationName(rel));
+	column = pstrdup(quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+															pkattnum - 1)->attname)));
+	typname = format_type_be_qualified(pktype);
+	plans->relname = MemoryContextStrdup(TopMemoryContext,
+										 RelationGetRelationName(rel));
+	table_close(rel, AccessShareLock);
+
+	/* the key is cast to the column's type, so the primary key index is used */
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT 1 FROM %s WHERE %s OPERATOR(pg_catalog.=) $1::%s %s SKIP LOCKED",
+					 table, column, typname, clause);
+	plans->try_plan = prepare_kept(sql.data, 1, &argtype);
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT ctid, tableoid FROM %s WHERE %s OPERATOR(pg_catalog.=) $1::%s",
+					 table, column, typname);
+	plans->probe_plan = prepare_kept(sql.data, 1, &argtype);
+
+	resetStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT 1 FROM %s WHERE %s OPERATOR(pg_catalog.=) $1::%s %s",
+					 table, column, typname, clause);
+	plans->wait_plan = prepare_kept(sql.data, 1, &argtype);
+
+	arraytype = get_array_type(argtype);
+	if (OidIsValid(arraytype))
+	{
+		resetStringInfo(&sql);
+		/*
+		 * Sorted by the column itself (every caller, whatever its key type,
+		 * locks in the same order); keys come back in the caller's type,
+		 * for the other plans.
+		 */
+		appendStringInfo(&sql,
+						 "SELECT CAST(t.%s AS %s) FROM %s AS t WHERE t.%s OPERATOR(pg_catalog.=) ANY ($1::%s[]) ORDER BY t.%s",
+						 column, format_type_be_qualified(argtype), table,
+						 column, typname, column);
+		plans->sort_plan = prepare_kept(sql.data, 1, &arraytype);
+	}
+	pfree(sql.data);
+}
+
+static RowLockPlans *
+get_plans(Oid relid, Oid keytype, int mode)
+{
+	RowLockPlanKey key;
+	RowLockPlans *plans;
+	bool		found;
+
+	if (plan_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(RowLockPlanKey);
+		ctl.entrysize = sizeof(RowLockPlans);
+		ctl.hcxt = TopMemoryContext;
+		plan_cache = hash_create("lockfence row lock plans", 16, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		CacheRegisterRelcacheCallback(invalidate_plans, (Datum) 0);
+	}
+
+	memset(&key, 0, sizeof(key));
+	key.relid = relid;
+	key.keytype = keytype;
+	key.mode = mode;
+	plans = hash_search(plan_cache, &key, HASH_ENTER, &found);
+	if (found && plans->valid)
+		return plans;
+	if (found)
+	{
+		SPI_freeplan(plans->try_plan);
+		SPI_freeplan(plans->probe_plan);
+		SPI_freeplan(plans->wait_plan);
+		if (plans->sort_plan)
+			SPI_freeplan(plans->sort_plan);
+		pfree(plans->relname);
+	}
+	plans->valid = false;
+	plans->try_plan = plans->probe_plan = plans->wait_plan = NULL;
+	plans->sort_plan = NULL;
+	plans->relname = NULL;
+
+	PG_TRY();
+	{
+		build_plans(plans);
+	}
+	PG_CATCH();
+	{
+		hash_search(plan_cache, &key, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	plans->valid = true;
+	return plans;
+}
+
+/* Add the process holding xid, if it is still running, to pids. */
+static void
+add_blocker(StringInfo pids, TransactionId xid)
+{
+	int			pid;
+
+	if (!TransactionIdIsInProgress(xid))
+		return;
+	pid = BackendXidGetPid(SubTransGetTopmostTransaction(xid));
+	if (pid != 0 && pid != MyProcPid)
+		appendStringInfo(pids, "%s%d", pids->len > 0 ? ", " : "", pid);
+}
+
+/*
+ * The processes whose transactions hold a lock on the row version at tid
+ * (from its xmax, which may be a MultiXact of several lockers).
+ */
+static char *
+row_blockers(Oid relid, ItemPointer tid)
+{
+	StringInfoData pids;
+	Relation	rel;
+	HeapTupleData tuple;
+	Buffer		buffer;
+
+	initStringInfo(&pids);
+	rel = table_open(relid, AccessShareLock);
+	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+	{
+		table_close(rel, AccessShareLock);
+		return pids.data;
+	}
+
+	tuple.t_self = *tid;
+#if PG_VERSION_NUM >= 150000
+	if (heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
+#else
+	if (heap_fetch(rel, SnapshotAny, &tuple, &buffer))
+#endif
+	{
+		uint16		infomask;
+		TransactionId xmax;
+
+		LockBuffer(buffer, BUFFER_LOCK_SHARE);
+		infomask = tuple.t_data->t_infomask;
+		xmax = HeapTupleHeaderGetRawXmax(tuple.t_data);
+		LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
+		ReleaseBuffer(buffer);
+
+		if (!(infomask & HEAP_XMAX_INVALID))
+		{
+			if (infomask & HEAP_XMAX_IS_MULTI)
+			{
+				MultiXactMember *members;
+				int			n = GetMultiXactIdMembers(xmax, &members, false,
+													  HEAP_XMAX_IS_LOCKED_ONLY(infomask));
+
+				for (int i = 0; i < n; i++)
+					add_blocker(&pids, members[i].xid);
+			}
+			else
+				add_blocker(&pids, xmax);
+		}
+	}
+	table_close(rel, AccessShareLock);
+	return pids.data;
+}
+
+static int64
+get_timeout_ms(FunctionCallInfo fcinfo, int argno, bool *given)
+{
+	Interval   *span;
+	int64		usecs;
+
+	*given = !PG_ARGISNULL(argno);
+	if (!*given)
+		return 0;
+	span = PG_GETARG_INTERVAL_P(argno);
+	usecs = span->time + ((int64) span->month * DAYS_PER_MONTH + span->day) * USECS_PER_DAY;
+	if (span->month < 0 || span->day < 0 || usecs < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not be negative")));
+	if (span->month > 12 || span->day > 366 || usecs > LOCKFENCE_MAX_INTERVAL_US)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must not exceed 365 days"),
+				 errhint("A timeout of 0 waits without a limit.")));
+	/* lock_timeout counts milliseconds; round a positive timeout up */
+	return (usecs + 999) / 1000;
+}
+
+/* Lock one row; false when there is no row with that key. */
+static bool
+lock_one_row(RowLockPlans *plans, Datum key, bool timeout_given,
+			 int64 timeout_ms)
+{
+	Datum		values[1] = {key};
+	char	   *blockers;
+	Oid			relid;
+	ItemPointerData tid;
+	bool		isnull;
+	int			nestlevel;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	/* uncontended: one query */
+	if (SPI_execute_plan(plans->try_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed");
+	if (SPI_processed == 1)
+		return true;
+
+	/* absent, or held by others: find out which, and by whom */
+	if (SPI_execute_plan(plans->probe_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed");
+	if (SPI_processed == 0)
+		return false;
+	tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc,
+													   1, &isnull));
+	relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull));
+	blockers = row_blockers(relid, &tid);
+
+	nestlevel = NewGUCNestLevel();
+	if (timeout_given)
+	{
+		char		setting[32];
+
+		snprintf(setting, sizeof(setting), INT64_FORMAT, timeout_ms);
+		(void) set_config_option("lock_timeout", setting, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	}
+
+	PG_TRY();
+	{
+		if (SPI_execute_plan(plans->wait_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_plan failed");
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("could not lock row in relation \"%s\"", plans->relname),
+				 blockers[0] != '\0' ?
+				 errdetail("Blocked by process %s.", blockers) :
+				 errdetail("The row was locked by another transaction."),
+				 errhint("%s", edata->message)));
+	}
+	PG_END_TRY();
+
+	AtEOXact_GUC(true, nestlevel);
+	return SPI_processed == 1;
+}
+
+static Oid
+get_relid_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("relation must not be null")));
+	return PG_GETARG_OID(0);
+}
+
+/* lock_row(rel regclass, key anyelement, timeout interval, mode text) */
+Datum
+lockfence_lock_row(PG_FUNCTION_ARGS)
+{
+	Oid			relid = get_relid_arg(fcinfo);
+	Oid			keytype = get_fn_expr_argtype(fcinfo->flinfo, 1);
+	bool		timeout_given;
+	int64		timeout_ms = get_timeout_ms(fcinfo, 2, &timeout_given);
+	int			mode = parse_lock_mode(fcinfo, 3);
+	RowLockPlans *plans;
+	bool		locked;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("key must not be null")));
+	if (keytype == UNKNOWNOID)
+		keytype = TEXTOID;
+
+	SPI_connect();
+	plans = get_plans(relid, keytype, mode);
+	locked = lock_one_row(plans, PG_GETARG_DATUM(1), timeout_given, timeout_ms);
+	SPI_finish();
+
+	PG_RETURN_BOOL(locked);
+}
+
+/* lock_rows(rel regclass, keys anyarray, timeout interval, mode text) */
+Datum
+lockfence_lock_rows(PG_FUNCTION_ARGS)
+{
+	Oid			relid = get_relid_arg(fcinfo);
+	Oid			arraytype = get_fn_expr_argtype(fcinfo->flinfo, 1);
+	Oid			keytype = get_element_type(arraytype);
+	bool		timeout_given;
+	int64		timeout_ms = get_timeout_ms(fcinfo, 2, &timeout_given);
+	int			mode = parse_lock_mode(fcinfo, 3);
+	RowLockPlans *plans;
+	Datum		values[1];
+	SPITupleTable *sorted;
+	uint64		nkeys;
+	int64		nlocked = 0;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("keys must not be null")));
+	if (!OidIsValid(keytype))
+		elog(ERROR, "lock_rows called with a non-array key argument");
+
+	SPI_connect();
+	plans = get_plans(relid, keytype, mode);
+	if (plans->sort_plan == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("keys of type %s cannot be passed as an array",
+						format_type_be(keytype))));
+
+	/* the existing keys, sorted: every caller locks in the same order */
+	values[0] = PG_GETARG_DATUM(1);
+	if (SPI_execute_plan(plans->sort_plan, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed");
+	sorted = SPI_tuptable;
+	nkeys = SPI_processed;
+
+	for (uint64 i = 0; i < nkeys; i++)
+	{
+		bool		isnull;
+		Datum		key = SPI_getbinval(sorted->vals[i], sorted->tupdesc, 1,
+										&isnull);
+
+		CHECK_FOR_INTERRUPTS();
+		if (lock_one_row(plans, key, timeout_given, timeout_ms))
+			nlocked++;
+	}
+	SPI_finish();
+
+	PG_RETURN_INT64(nlocked);
+}
