@@ -117,6 +117,17 @@ COMMIT;
 SELECT count(*) AS deleted FROM accounts WHERE id = 3;
 SELECT state, message FROM public.error_of(format('SELECT lockfence.pin(%L, %s)', 'account:3', :t3 + 1));
 
+-- Moving a row to another lock also takes it from its old lock, so the
+-- transaction must have fenced both, as for a DELETE.
+SELECT lockfence.acquire('account:8', '5 s') AS t8 \gset
+SELECT state, message FROM public.error_of(format(
+    'UPDATE accounts SET id = 8, fence_token = %s WHERE id = 7', :t8));
+BEGIN;
+SELECT lockfence.pin('account:7', :t7);
+UPDATE accounts SET id = 8, fence_token = :t8 WHERE id = 7;
+COMMIT;
+SELECT id, fence_token = :t8 AS new_token FROM accounts WHERE id IN (7, 8);
+
 SELECT fence_rejections_lease - :lease0 AS lease_rejections FROM lockfence.stats;
 DROP TRIGGER accounts_fence ON accounts;
 

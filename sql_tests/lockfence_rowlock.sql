@@ -12,7 +12,7 @@ SELECT lockfence.lock_row('accounts', 1) AS locked_again;
 SELECT lockfence.lock_row('accounts', 99) AS no_such_row;
 -- the key is cast to the primary key's type
 SELECT lockfence.lock_row('accounts', 2::bigint) AS bigint_key;
-SELECT lockfence.lock_row('accounts', '3') AS text_key;
+SELECT lockfence.lock_row('accounts', '3'::text) AS text_key;
 SELECT lockfence.lock_row('accounts', 4, timeout => '1 s', mode => 'no key update') AS no_key_update;
 SELECT lockfence.lock_row('accounts', 5, mode => 'share') AS share;
 SELECT lockfence.lock_row('accounts', 6, mode => 'KEY SHARE') AS key_share;
@@ -85,6 +85,8 @@ SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1, mode =>
 SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1, timeout => '-1 s')$$);
 SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1, timeout => '1000 years')$$);
 SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 'abc'::text)$$);
+-- an untyped literal key needs a cast, as for any anyelement argument
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', '3')$$);
 SELECT * FROM public.error_of($$SELECT lockfence.lock_rows('accounts', NULL::int[])$$);
 SELECT * FROM public.error_of($$SELECT lockfence.lock_rows('no_pk', ARRAY[1])$$);
 -- without the privilege to lock, the caller's own rights apply

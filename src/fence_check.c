@@ -212,6 +212,29 @@ row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
 	pfree(name.data);
 }
 
+/*
+ * A write that carries no token for this lock (a DELETE, or an UPDATE that
+ * moves a row away from it) needs the transaction to have pinned the lock
+ * already, with an accepted write or lockfence.pin().
+ */
+static void
+require_pinned(Relation rel, const LockfenceKey *key, const char *what)
+{
+	uint64		pinned_token;
+
+	if (lockfence_pinned_token(key, &pinned_token))
+		return;
+
+	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+			 errmsg("%s in relation \"%s\" is not fenced by lock \"%s\"",
+					what, RelationGetRelationName(rel), key->name),
+			 errdetail("This transaction has not shown a live fence token for the lock."),
+			 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
+			 errtable(rel)));
+}
+
 static void
 reject_monotonic(Relation rel, AttrNumber attnum, const char *message,
 				 int64 new_token, int64 old_token)
@@ -263,21 +286,8 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
-		uint64		pinned_token;
-
-		/* the transaction must have shown a live token for this row's lock */
 		row_lock_key(config, rel, trigdata->tg_trigtuple, &key, &hashcode);
-		if (!lockfence_pinned_token(&key, &pinned_token))
-		{
-			pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
-			ereport(ERROR,
-					(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
-					 errmsg("delete from relation \"%s\" is not fenced by lock \"%s\"",
-							RelationGetRelationName(rel), key.name),
-					 errdetail("This transaction has not shown a live fence token for the lock."),
-					 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
-					 errtable(rel)));
-		}
+		require_pinned(rel, &key, "delete");
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
 
@@ -291,6 +301,16 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 						 0, 0);
 	token = DatumGetInt64(value);
 
+	/*
+	 * In lease mode the lock is checked first, so that a stale writer hears
+	 * which lock it lost and who holds it now.
+	 */
+	if (config->lease_mode)
+	{
+		row_lock_key(config, rel, newtuple, &key, &hashcode);
+		lockfence_fence_token(&key, hashcode, token, rel);
+	}
+
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		Datum		old_value = heap_getattr(trigdata->tg_trigtuple,
@@ -301,12 +321,18 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 		if (!isnull && token < DatumGetInt64(old_value))
 			reject_monotonic(rel, config->token_attnum, NULL,
 							 token, DatumGetInt64(old_value));
-	}
 
-	if (config->lease_mode)
-	{
-		row_lock_key(config, rel, newtuple, &key, &hashcode);
-		lockfence_fence_token(&key, hashcode, token, rel);
+		/* moving a row to another lock also takes it from its old lock */
+		if (config->lease_mode && config->key_attnum > 0)
+		{
+			LockfenceKey old_key;
+			uint32		old_hashcode;
+
+			row_lock_key(config, rel, trigdata->tg_trigtuple, &old_key,
+						 &old_hashcode);
+			if (strcmp(old_key.name, key.name) != 0)
+				require_pinned(rel, &old_key, "update moving a row");
+		}
 	}
 
 	return PointerGetDatum(newtuple);

@@ -276,7 +276,7 @@ get_plans(Oid relid, Oid keytype, int mode)
 
 /* Add the process holding xid, if it is still running, to pids. */
 static void
-add_blocker(StringInfo pids, TransactionId xid)
+add_blocker(StringInfo pids, int *count, TransactionId xid)
 {
 	int			pid;
 
@@ -284,7 +284,10 @@ add_blocker(StringInfo pids, TransactionId xid)
 		return;
 	pid = BackendXidGetPid(SubTransGetTopmostTransaction(xid));
 	if (pid != 0 && pid != MyProcPid)
+	{
 		appendStringInfo(pids, "%s%d", pids->len > 0 ? ", " : "", pid);
+		(*count)++;
+	}
 }
 
 /*
@@ -292,7 +295,7 @@ add_blocker(StringInfo pids, TransactionId xid)
  * (from its xmax, which may be a MultiXact of several lockers).
  */
 static char *
-row_blockers(Oid relid, ItemPointer tid)
+row_blockers(Oid relid, ItemPointer tid, int *count)
 {
 	StringInfoData pids;
 	Relation	rel;
@@ -300,6 +303,7 @@ row_blockers(Oid relid, ItemPointer tid)
 	Buffer		buffer;
 
 	initStringInfo(&pids);
+	*count = 0;
 	rel = table_open(relid, AccessShareLock);
 	if (rel->rd_rel->relam != HEAP_TABLE_AM_OID)
 	{
@@ -332,10 +336,10 @@ row_blockers(Oid relid, ItemPointer tid)
 													  HEAP_XMAX_IS_LOCKED_ONLY(infomask));
 
 				for (int i = 0; i < n; i++)
-					add_blocker(&pids, members[i].xid);
+					add_blocker(&pids, count, members[i].xid);
 			}
 			else
-				add_blocker(&pids, xmax);
+				add_blocker(&pids, count, xmax);
 		}
 	}
 	table_close(rel, AccessShareLock);
@@ -373,6 +377,7 @@ lock_one_row(RowLockPlans *plans, Datum key, bool timeout_given,
 {
 	Datum		values[1] = {key};
 	char	   *blockers;
+	int			nblockers;
 	Oid			relid;
 	ItemPointerData tid;
 	bool		isnull;
@@ -395,7 +400,7 @@ lock_one_row(RowLockPlans *plans, Datum key, bool timeout_given,
 													   1, &isnull));
 	relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 2, &isnull));
-	blockers = row_blockers(relid, &tid);
+	blockers = row_blockers(relid, &tid, &nblockers);
 
 	nestlevel = NewGUCNestLevel();
 	if (timeout_given)
@@ -424,10 +429,11 @@ lock_one_row(RowLockPlans *plans, Datum key, bool timeout_given,
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("could not lock row in relation \"%s\"", plans->relname),
-				 blockers[0] != '\0' ?
-				 errdetail("Blocked by process %s.", blockers) :
-				 errdetail("The row was locked by another transaction."),
-				 errhint("%s", edata->message)));
+				 nblockers > 0 ?
+				 errdetail_plural("Blocked by process %s.",
+								  "Blocked by processes %s.",
+								  nblockers, blockers) :
+				 errdetail("The row was locked by another transaction.")));
 	}
 	PG_END_TRY();
 

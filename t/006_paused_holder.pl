@@ -193,21 +193,20 @@ sub paused_takeover
 	thaw($apid, 'B wrote');
 	my $err = failing($A,
 		"UPDATE accounts SET balance = 0, fence_token = $ta WHERE id = 1");
-	# The row carries B's larger token now, so the monotonic part of the
-	# trigger rejects A's write before the lease is even looked at: the
-	# error names the token column, not the lock.
+	# In lease mode the lock is checked before the row's token, so the
+	# error names the lock A lost and the token that holds it now.
 	like(
 		$err,
-		qr/ERROR:  LF001: stale fence token in column "fence_token" of relation "accounts"/,
+		qr/ERROR:  LF001: stale fence token for lock "account:1" in relation "accounts"/,
 		'B wrote: A\'s write with its old token fails with LF001');
 	like(
 		$err,
-		qr/DETAIL:  Token $ta is older than the row's current token $tb\./,
+		qr/DETAIL:  Token $ta does not hold the lock; the current holder's token is $tb\./,
 		'B wrote: the detail names both tokens');
 	is(row(), "500|$tb", 'B wrote: the row keeps B\'s data');
 	my ($mono1, $lease1) = split /\|/, rejections();
-	is($mono1 - $mono0, 1, 'B wrote: counted as a monotonic rejection');
-	is($lease1 - $lease0, 0, 'B wrote: and not as a lease rejection');
+	is($mono1 - $mono0, 0, 'B wrote: not counted as a monotonic rejection');
+	is($lease1 - $lease0, 1, 'B wrote: counted as a lease rejection');
 
 	# A's token is no good for anything else either
 	is($A->query_safe("SELECT lockfence.is_held('account:1', $ta)"),
