@@ -39,6 +39,28 @@ foreach my $sql (@calls)
 
 is($node->safe_psql('postgres', 'SELECT 1'), '1', 'server still running');
 
+# The row-lock helpers and the lock_version trigger use no shared memory.
+$node->safe_psql('postgres', q{
+	CREATE TABLE items (id int PRIMARY KEY, lock_version int NOT NULL DEFAULT 0);
+	INSERT INTO items VALUES (1);
+	CREATE TRIGGER items_version BEFORE UPDATE ON items
+		FOR EACH ROW EXECUTE FUNCTION lockfence.lock_version_check();
+});
+is($node->safe_psql('postgres',
+		"BEGIN; SELECT lockfence.lock_row('items', 1), lockfence.lock_rows('items', ARRAY[1]); COMMIT;"),
+	't|1', 'lock_row and lock_rows work without preloading');
+$node->safe_psql('postgres', 'UPDATE items SET lock_version = 0');
+is($node->safe_psql('postgres', 'SELECT lock_version FROM items'),
+	'1', 'lock_version_check works without preloading');
+my ($fence_ret, $fence_out, $fence_err) = $node->psql('postgres', q{
+	CREATE TABLE fenced (id int, tok bigint);
+	CREATE TRIGGER f BEFORE INSERT ON fenced
+		FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('tok');
+	INSERT INTO fenced VALUES (1, 1);
+});
+like($fence_err, qr/lockfence must be loaded via "shared_preload_libraries"/,
+	'fence_check needs the library preloaded');
+
 # Preloading it afterwards makes the same installation work.
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
 $node->restart;
