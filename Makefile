@@ -19,7 +19,8 @@ OBJS = \
 	src/views.o \
 	src/fence_check.o \
 	src/row_locks.o \
-	src/lock_version.o
+	src/lock_version.o \
+	src/role_quota.o
 DATA = $(wildcard sql/lockfence--*.sql)
 PGFILEDESC = "lockfence - leased named locks with fence tokens"
 

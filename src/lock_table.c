@@ -53,14 +53,24 @@ entry_held_by(const LockfenceEntry *entry, uint64 token, TimestampTz now)
 		!entry->release_pending && lockfence_entry_is_live(entry, now);
 }
 
-/* Make (pid, procno) the holder with a new token.  Partition lock held. */
+/*
+ * Make (pid, procno) the holder with a new token, charging the slot to role.
+ * Returns 0, changing nothing, when enforce_quota is set and role is at its
+ * lockfence.max_locks_per_role.  Partition lock held.
+ */
 static uint64
 entry_grant(LockfenceEntry *entry, uint32 hashcode, int pid, int procno,
-			LockfenceScope scope, int64 lease_us, TimestampTz now)
+			Oid role, bool enforce_quota, LockfenceScope scope,
+			int64 lease_us, TimestampTz now)
 {
 	/* the only step that can fail; nothing is changed before it */
 	uint64		token = lockfence_token_next();
 
+	if (!lockfence_role_charge(role, enforce_quota))
+		return 0;
+	if (entry->token != 0)
+		lockfence_role_uncharge(entry->holder_role);
+	entry->holder_role = role;
 	entry->token = token;
 	entry->holder_pid = pid;
 	entry->holder_procno = procno;
@@ -121,8 +131,8 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	LockfenceWaiter *w = &lockfence_shared->waiters[procno];
 	uint64		token;
 
-	token = entry_grant(entry, hashcode, w->pid, procno, w->scope,
-						w->lease_us, now);
+	token = entry_grant(entry, hashcode, w->pid, procno, w->role, false,
+						w->scope, w->lease_us, now);
 	lockfence_waiter_dequeue(entry, procno);
 	w->token = token;
 	w->granted = true;
@@ -143,8 +153,12 @@ lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	if (entry->nwaiters > 0)
 		grant_to_first_waiter(entry, hashcode, now, wake, nwake);
 	else
+	{
+		if (entry->token != 0)
+			lockfence_role_uncharge(entry->holder_role);
 		hash_search_with_hash_value(lockfence_hash, &entry->key, hashcode,
 									HASH_REMOVE, NULL);
+	}
 }
 
 /* Set the latches of backends handed a lock; call without LWLocks held. */
@@ -206,6 +220,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 	if (!found)
 	{
 		entry->token = 0;
+		entry->holder_role = InvalidOid;
 		entry->holder_pid = 0;
 		entry->holder_procno = LOCKFENCE_NO_PROC;
 		entry->pins = 0;
@@ -222,8 +237,10 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		if (entry->nwaiters == 0)
 		{
 			*token = entry_grant(entry, hashcode, MyProcPid, myprocno,
-								 scope, lease_us, now);
+								 GetUserId(), true, scope, lease_us, now);
 			LWLockRelease(lock);
+			if (*token == 0)
+				return LF_ATTEMPT_OVER_QUOTA;
 			return LF_ATTEMPT_GRANTED;
 		}
 		/* the queue came first */
@@ -234,11 +251,14 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		result = LF_ATTEMPT_SELF_HELD;
 	else if (!queue_if_busy)
 		result = LF_ATTEMPT_BUSY;
+	else if (lockfence_role_at_quota(GetUserId()))
+		result = LF_ATTEMPT_OVER_QUOTA;
 	else
 	{
 		LockfenceWaiter *me = &lockfence_shared->waiters[myprocno];
 
 		me->pid = MyProcPid;
+		me->role = GetUserId();
 		me->scope = scope;
 		me->lease_us = lease_us;
 		me->granted = false;

@@ -27,6 +27,7 @@ PG_MODULE_MAGIC;
 int			lockfence_max_locks = 10000;
 int			lockfence_default_lease_ms = 60000;
 int			lockfence_wait_timeout_ms = 0;
+int			lockfence_max_locks_per_role = 0;
 
 void		_PG_init(void);
 
@@ -67,6 +68,17 @@ _PG_init(void)
 							INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("lockfence.max_locks_per_role",
+							"Maximum number of locks one role may hold at once.",
+							"Zero means no limit other than lockfence.max_locks.",
+							&lockfence_max_locks_per_role,
+							0,
+							0,
+							10000000,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("lockfence");

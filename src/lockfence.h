@@ -19,6 +19,7 @@
  *	  row_locks.c		pessimistic row locks with bounded waits
  *	  lock_version.c	the optimistic lock_version trigger
  *	  views.c			the lockfence.locks and lockfence.stats views
+ *	  role_quota.c		per-role slot accounting
  *
  *-------------------------------------------------------------------------
  */
@@ -80,6 +81,7 @@ typedef struct LockfenceEntry
 	TimestampTz expires_at;		/* DT_NOEND for transaction locks */
 	int			holder_pid;		/* backend that was granted the lock */
 	int			holder_procno;
+	Oid			holder_role;	/* charged for this slot (role_quota.c) */
 	LockfenceScope scope;
 	int			pins;			/* writing transactions that pinned the lease */
 	bool		release_pending;	/* released while pinned: free at unpin */
@@ -101,6 +103,7 @@ typedef struct LockfenceWaiter
 	bool		granted;		/* set by the backend that handed the lock */
 	uint64		token;			/* valid when granted */
 	int			pid;
+	Oid			role;
 	LockfenceScope scope;		/* what the waiter asked for */
 	int64		lease_us;
 	LockfenceEntry *entry;		/* the entry whose queue holds this slot */
@@ -142,6 +145,7 @@ typedef struct LockfenceShared
 extern int	lockfence_max_locks;
 extern int	lockfence_default_lease_ms;
 extern int	lockfence_wait_timeout_ms;
+extern int	lockfence_max_locks_per_role;
 
 /* shmem.c */
 extern LockfenceShared *lockfence_shared;
@@ -153,6 +157,14 @@ extern LWLock *lockfence_partition_lock(uint32 hashcode);
 extern LockfencePartitionStats *lockfence_partition_stats(uint32 hashcode);
 extern int	lockfence_my_procno(void);
 
+/* role_quota.c */
+extern Size lockfence_role_quota_shmem_size(void);
+extern void lockfence_role_quota_shmem_init(void);
+extern bool lockfence_role_charge(Oid role, bool enforce);
+extern void lockfence_role_uncharge(Oid role);
+extern bool lockfence_role_at_quota(Oid role);
+extern void lockfence_report_role_quota(Oid role);
+
 /* fence_token.c */
 extern void lockfence_token_prepare(void);
 extern uint64 lockfence_token_next(void);
@@ -163,7 +175,8 @@ typedef enum LockfenceAttempt
 	LF_ATTEMPT_GRANTED,			/* the caller now holds the lock */
 	LF_ATTEMPT_BUSY,			/* held by a live holder, caller not queued */
 	LF_ATTEMPT_QUEUED,			/* caller queued behind the holder */
-	LF_ATTEMPT_SELF_HELD		/* this backend is the live holder already */
+	LF_ATTEMPT_SELF_HELD,		/* this backend is the live holder already */
+	LF_ATTEMPT_OVER_QUOTA		/* the role holds lockfence.max_locks_per_role */
 } LockfenceAttempt;
 
 extern void lockfence_make_key(LockfenceKey *key, const char *name, int len);

@@ -12,7 +12,8 @@
  *	- LOCKFENCE_NUM_PARTITIONS partition LWLocks plus one token LWLock, from
  *	  the named tranche "lockfence";
  *	- one LockfenceWaiter slot per backend, indexed by procno;
- *	- the fence token generator (fence_token.c) and per-partition counters.
+ *	- the fence token generator (fence_token.c) and per-partition counters;
+ *	- per-role slot counters (role_quota.c), atomics that need no lock.
  *
  * Locking protocol:
  *
@@ -98,7 +99,8 @@ shared_struct_size(void)
 static Size
 lockfence_shmem_size(void)
 {
-	return add_size(shared_struct_size(),
+	return add_size(add_size(shared_struct_size(),
+							 lockfence_role_quota_shmem_size()),
 					hash_estimate_size(lockfence_max_locks,
 									   sizeof(LockfenceEntry)));
 }
@@ -188,6 +190,7 @@ lockfence_shmem_startup(void)
 								   &info,
 								   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
 								   HASH_PARTITION | HASH_FIXED_SIZE);
+	lockfence_role_quota_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }

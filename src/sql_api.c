@@ -155,12 +155,21 @@ take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
 	/* room to remember the lock must exist before it is granted */
 	lockfence_remember_reserve();
 
-	if (wait)
-		result = lockfence_acquire_or_wait(key, hashcode, scope, lease_us,
-										   timeout_us, token);
-	else
-		result = lockfence_try_grant(key, hashcode, scope, lease_us, false,
-									 token);
+	for (int attempt = 0;; attempt++)
+	{
+		if (wait)
+			result = lockfence_acquire_or_wait(key, hashcode, scope, lease_us,
+											   timeout_us, token);
+		else
+			result = lockfence_try_grant(key, hashcode, scope, lease_us, false,
+										 token);
+		if (result != LF_ATTEMPT_OVER_QUOTA)
+			break;
+		/* the role's own expired leases may be what it is charged for */
+		if (attempt > 0)
+			lockfence_report_role_quota(GetUserId());
+		lockfence_reclaim_expired();
+	}
 
 	switch (result)
 	{
@@ -185,6 +194,7 @@ take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
 								   psprintf(INT64_FORMAT, timeout_us / 1000))));
 			return false;
 		case LF_ATTEMPT_QUEUED:
+		case LF_ATTEMPT_OVER_QUOTA:
 			break;
 	}
 	elog(ERROR, "unexpected lock attempt result %d", (int) result);

@@ -1,0 +1,96 @@
+# lockfence.max_locks_per_role keeps one role from filling the lock table.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('role_quota');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'lockfence'
+lockfence.max_locks = 64
+lockfence.max_locks_per_role = 5
+});
+$node->start;
+$node->safe_psql('postgres', q{
+	CREATE EXTENSION lockfence;
+	CREATE ROLE alice LOGIN;
+	CREATE ROLE bob LOGIN;
+});
+
+sub as_role
+{
+	my ($role, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql('postgres',
+		"SET ROLE $role;\n\\set VERBOSITY verbose\n$sql");
+	return ($ret, $out, $err);
+}
+
+# alice may hold five locks, not six
+my ($ret, $out, $err) = as_role('alice',
+	"SELECT count(lockfence.try_acquire('alice:' || i, '1 h')) FROM generate_series(1, 5) i");
+is($out, '5', 'alice takes five locks');
+($ret, $out, $err) = as_role('alice', "SELECT lockfence.try_acquire('alice:6', '1 h')");
+isnt($ret, 0, 'the sixth fails');
+like($err, qr/ERROR:  53400: role holds too many lockfence locks/, 'with SQLSTATE 53400');
+like($err, qr/HINT:  Release locks, or increase lockfence.max_locks_per_role\./,
+	'and a hint naming the setting');
+
+# transaction locks count too, and so does queueing for a held lock
+($ret, $out, $err) = as_role('alice', "SELECT lockfence.try_acquire_xact('alice:x')");
+like($err, qr/53400/, 'a transaction lock counts against the quota');
+($ret, $out, $err) = as_role('bob', "SELECT lockfence.acquire('shared', '1 h') > 0");
+is($out, 't', 'bob is not affected by alice\'s quota');
+($ret, $out, $err) = as_role('alice',
+	"SELECT lockfence.acquire('shared', '1 h', timeout => '5 s')");
+like($err, qr/53400/, 'at its quota, alice is refused at once instead of queueing');
+
+# releasing one frees room
+is($node->safe_psql('postgres',
+		"SELECT lockfence.release(name, token) FROM lockfence.locks WHERE name = 'alice:1'"),
+	't', 'one of alice\'s locks is released (by its token, from another role)');
+($ret, $out, $err) = as_role('alice', "SELECT lockfence.try_acquire('alice:6', '1 h') > 0");
+is($out, 't', 'then alice can take another');
+
+# the quota counts holders: a lock handed to a waiter is charged to the waiter
+is($node->safe_psql('postgres',
+		"SELECT count(lockfence.force_release(name)) FROM lockfence.locks WHERE name LIKE 'alice:%'"),
+	'5', 'alice\'s locks are force-released');
+
+# alice's own expired leases are swept when she hits the quota
+($ret, $out, $err) = as_role('alice',
+	"SELECT count(lockfence.try_acquire('short:' || i, '100 ms')) FROM generate_series(1, 5) i");
+is($out, '5', 'alice takes five short leases');
+$node->safe_psql('postgres', 'SELECT pg_sleep(0.3)');
+($ret, $out, $err) = as_role('alice',
+	"SELECT count(lockfence.try_acquire('long:' || i, '1 h')) FROM generate_series(1, 5) i");
+is($out, '5', 'after they expire, alice can take five more');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM lockfence.locks WHERE name LIKE 'long:%'"),
+	'5', 'held locks are intact');
+
+# raising the limit takes effect on reload
+$node->append_conf('postgresql.conf', 'lockfence.max_locks_per_role = 0');
+$node->reload;
+$node->poll_query_until('postgres',
+	"SELECT current_setting('lockfence.max_locks_per_role') = '0'")
+  or die 'reload not seen';
+($ret, $out, $err) = as_role('alice',
+	"SELECT count(lockfence.try_acquire('more:' || i, '1 h')) FROM generate_series(1, 20) i");
+is($out, '20', 'with no per-role limit alice takes twenty more');
+
+# the table limit still applies to everybody
+($ret, $out, $err) = as_role('alice',
+	"SELECT count(lockfence.try_acquire('fill:' || i, '1 h')) FROM generate_series(1, 100) i");
+like($err, qr/ERROR:  53200: lockfence lock table is full/,
+	'the whole table still fills at lockfence.max_locks');
+# leases are not transactional: those the failed statement took stay taken
+is($node->safe_psql('postgres', 'SELECT slots_used, slots_available FROM lockfence.stats'),
+	'64|0', 'the table is full');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FILTER (WHERE name LIKE 'long:%'), count(*) FILTER (WHERE name = 'shared') FROM lockfence.locks"),
+	'5|1', 'no held lock was evicted');
+
+$node->stop;
+done_testing();
