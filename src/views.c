@@ -4,7 +4,10 @@
  *	  The set-returning functions behind the lockfence.locks and
  *	  lockfence.stats views.
  *
- * lockfence.locks shows the live locks of the current database only.  The
+ * lockfence.locks shows the live locks of the current database only, and
+ * a lock's token only to roles with the privileges of the role that holds it
+ * (and to superusers and lockfence_admin): a token is the capability to
+ * renew or release a lease.  The
  * entries are copied under all partition locks (taken in order, protocol
  * rule 2), so the rows are one consistent picture; tuples are built after
  * the locks are released.
@@ -20,6 +23,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -66,6 +70,8 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 	HASH_SEQ_STATUS status;
 	LockfenceEntry *entry;
 	TimestampTz now;
+	Oid			admin_role;
+	bool		sees_all_tokens;
 
 	lockfence_check_loaded();
 	InitMaterializedSRF(fcinfo, 0);
@@ -93,6 +99,10 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 	for (int i = LOCKFENCE_NUM_PARTITIONS - 1; i >= 0; i--)
 		LWLockRelease(&lockfence_shared->locks[i].lock);
 
+	admin_role = get_role_oid("lockfence_admin", true);
+	sees_all_tokens = superuser() ||
+		(OidIsValid(admin_role) && has_privs_of_role(GetUserId(), admin_role));
+
 	for (int r = 0; r < nrows; r++)
 	{
 		Datum		values[LOCK_STATUS_COLS];
@@ -100,7 +110,10 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 		LockfenceEntry *row = &rows[r];
 
 		values[0] = CStringGetTextDatum(row->key.name);
-		values[1] = Int64GetDatum((int64) row->token);
+		if (sees_all_tokens || has_privs_of_role(GetUserId(), row->holder_role))
+			values[1] = Int64GetDatum((int64) row->token);
+		else
+			nulls[1] = true;
 		values[2] = Int32GetDatum(row->holder_pid);
 		values[3] = BoolGetDatum(row->scope == LF_SCOPE_SESSION);
 		values[4] = TimestampTzGetDatum(row->acquired_at);

@@ -113,6 +113,16 @@ my $token = $node->safe_psql('postgres',
 	"SET ROLE alice; SELECT lockfence.acquire('alice:job', '1 h')");
 ok($token > 0, 'an ordinary role can take locks (public by design)');
 
+is($node->safe_psql('postgres',
+		"SET ROLE mallory; SELECT token IS NULL, holder_pid IS NOT NULL FROM lockfence.locks WHERE name = 'alice:job'"),
+	't|t', 'another role sees the lock but not its token');
+is($node->safe_psql('postgres',
+		"SET ROLE alice; SELECT token FROM lockfence.locks WHERE name = 'alice:job'"),
+	$token, 'the holder\'s role sees its token');
+is($node->safe_psql('postgres',
+		"SELECT token FROM lockfence.locks WHERE name = 'alice:job'"),
+	$token, 'a superuser sees it too');
+
 my ($ret, $out, $err) = $node->psql('postgres',
 	"SET ROLE mallory; SELECT lockfence.force_release('alice:job')");
 like($err, qr/permission denied for function force_release/,
@@ -137,6 +147,9 @@ is($node->safe_psql('other', "SET ROLE mallory; SELECT lockfence.is_held('alice:
 
 # lockfence_admin members may force-release; the role exists once
 $node->safe_psql('postgres', 'GRANT lockfence_admin TO mallory');
+is($node->safe_psql('postgres',
+		"SET ROLE mallory; SELECT token FROM lockfence.locks WHERE name = 'alice:job'"),
+	$token, 'members of lockfence_admin see every token');
 is($node->safe_psql('postgres',
 		"SET ROLE mallory; SELECT lockfence.force_release('alice:job')"),
 	't', 'a member of lockfence_admin can force-release');
