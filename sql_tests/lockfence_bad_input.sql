@@ -17,6 +17,11 @@ SELECT * FROM public.error_of($$SELECT lockfence.is_held('a', NULL)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', session_bound => NULL)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.try_acquire('a', session_bound => NULL)$$);
 
+SELECT * FROM public.error_of($$SELECT lockfence.pin(NULL, 1)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.pin('a', NULL)$$);
+-- a NULL lease or timeout is not an error: it means the setting's default
+SELECT * FROM public.error_of($$SELECT lockfence.acquire_xact('a', NULL)$$);
+
 -- Empty and overlong names: 22023
 SELECT * FROM public.error_of($$SELECT lockfence.acquire('')$$);
 SELECT * FROM public.error_of($$SELECT lockfence.try_acquire_xact('')$$);
@@ -25,6 +30,13 @@ SELECT * FROM public.error_of($$SELECT lockfence.acquire(repeat('x', 201))$$);
 -- 67 three-byte characters are 201 bytes
 SELECT * FROM public.error_of($$SELECT lockfence.try_acquire(repeat('€', 67))$$);
 SELECT * FROM public.error_of($$SELECT lockfence.is_held(repeat('x', 10000), 1)$$);
+
+-- Invalid encodings never reach lockfence: PostgreSQL rejects them (22021).
+SELECT * FROM public.error_of($$SELECT lockfence.acquire(E'bad\xff')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire(convert_from('\xc3'::bytea, 'UTF8'))$$);
+-- A multibyte name of exactly 200 bytes is fine.
+SELECT lockfence.try_acquire(repeat('é', 100), '1 s') IS NOT NULL AS took_200_bytes;
+SELECT lockfence.force_release(repeat('é', 100)) AS released;
 
 -- Leases: zero, negative, absurd: 22023
 SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '0')$$);
@@ -36,6 +48,12 @@ SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '1000000 
 SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', lease => '-178000000 years')$$);
 SELECT * FROM public.error_of($$SELECT lockfence.renew('a', 1, '-1 s')$$);
 SELECT * FROM public.error_of($$SELECT lockfence.renew('a', 1, '400 days')$$);
+-- 'infinity' is not an interval in PostgreSQL 15 (22007); where it is, it is
+-- out of range like any absurd lease.
+SELECT state = ANY ('{22007,22023}') AS rejected
+FROM public.error_of($$SELECT lockfence.acquire('a', lease => 'infinity')$$);
+SELECT state = ANY ('{22007,22023}') AS rejected
+FROM public.error_of($$SELECT lockfence.acquire('a', timeout => '-infinity')$$);
 
 -- Timeouts: negative or absurd: 22023
 SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', timeout => '-1 s')$$);
@@ -47,6 +65,9 @@ SELECT * FROM public.error_of($$SELECT lockfence.release('a', 0)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.release('a', -1)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.renew('a', 0, '1 s')$$);
 SELECT * FROM public.error_of($$SELECT lockfence.is_held('a', -9223372036854775808)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.pin('a', -1)$$);
+-- the largest bigint is a well-formed token that holds nothing
+SELECT * FROM public.error_of($$SELECT lockfence.pin('a', 9223372036854775807)$$);
 -- A well-formed token that does not hold the lock is simply not the holder.
 SELECT lockfence.release('a', 9223372036854775807) AS released,
        lockfence.renew('a', 9223372036854775807, '1 s') AS renewed,
