@@ -69,3 +69,8 @@ demo:
 	@./tools/demo.sh
 
 .PHONY: test demo test_input
+
+valgrind:
+	@./tools/valgrind.sh
+
+.PHONY: valgrind
