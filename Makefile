@@ -2,7 +2,8 @@
 #
 #   make test   install what is missing (as root), build, install, and run
 #               pg_regress, isolation and TAP suites on throwaway servers
-#   make demo   start a throwaway server and show two clients contending
+#   make demo   start a throwaway server, show two clients contending, then
+#               the race conditions with and without lockfence
 #
 # Plain PGXS targets work as usual: make, make install, make installcheck.
 
