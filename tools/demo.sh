@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # The demo command (make demo): builds and installs lockfence, starts a
-# throwaway PostgreSQL server with lockfence preloaded, and shows two clients,
-# A and B, contending for one lock.  Every step is checked; the demo exits
-# non-zero as soon as something does not behave as narrated.
+# throwaway PostgreSQL server with lockfence preloaded, and then
+#
+#   part 1  shows two clients, A and B, contending for one lock.  Every step
+#           is checked; the demo exits non-zero as soon as something does not
+#           behave as narrated.
+#   part 2  plays the classic race conditions with real concurrent clients
+#           (pgbench with custom scripts, and A and B again), each first
+#           without protection and then with lockfence, and prints one table
+#           of results (tools/demo_races.sh).  Unprotected runs are expected
+#           to show the anomaly but may by chance not; the demo exits
+#           non-zero if a protected run shows one.
 #
 # As root it installs missing Debian packages and runs the server and the
 # clients as $TEST_USER (default postgres); as another user it runs them
@@ -54,11 +62,16 @@ is_int() { [[ $1 =~ ^[0-9]+$ ]]; }
 tmp=""
 server_started=0
 declare -A sess_in sess_out sess_pid backend_pid
+frozen_pids=()	# backends stopped with SIGSTOP (part 2), to resume on exit
 
 cleanup() {
 	local status=$?
 	set +e
 	trap - INT TERM
+	# a stopped backend would hold up the server's shutdown
+	for pid in "${frozen_pids[@]}"; do
+		kill -CONT "$pid" 2>/dev/null
+	done
 	for c in "${!sess_in[@]}"; do
 		fd=${sess_in[$c]}
 		exec {fd}>&-
@@ -246,7 +259,8 @@ expect_ok() {
 
 #---- The demo ----
 
-heading "lockfence demo: two clients, one lock ('$LOCK')"
+demo_start=$(date +%s.%N)
+heading "lockfence demo, part 1: two clients, one lock ('$LOCK')"
 say "throwaway PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}') in $tmp (port $port), shared_preload_libraries = 'lockfence'"
 observe "CREATE EXTENSION lockfence;"
 start_session A
@@ -349,5 +363,9 @@ run B "SELECT lockfence.release('$LOCK', $b2) AS released;"
 expect_ok "B's final release"
 [ "$(value released)" = t ] || fail "B's final release returned '$(value released)', not true"
 show_locks
+part1_secs=$(calc "$(date +%s.%N) - $demo_start")
+say "part 1 took $(secs "$part1_secs")"
 
-heading "demo passed"
+#---- Part 2 ----
+
+. "$src/tools/demo_races.sh"
