@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (make test): installs what is missing, builds, installs,
+# The test command (make test): installs what is missing, checks that
+# META.json and CHANGELOG.md agree with lockfence.control, builds, installs,
 # and runs the pg_regress, isolation and TAP suites on throwaway servers.
 #
 # As root it installs Debian packages with apt-get, installs the extension,
@@ -16,6 +17,7 @@ src=$(pwd)
 . tools/common.sh
 
 lf_install_packages
+perl tools/check_packaging.pl
 lf_build_and_install
 
 if [ "$(id -u)" -ne 0 ]; then
