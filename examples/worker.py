@@ -244,7 +244,13 @@ class Worker:
         finally:
             renewer.stop()
             self.stats["renewals"] += renewer.renewals
-            self.release(token)
+            try:
+                self.release(token)
+            except psycopg2.Error as e:
+                # Do not hide an error that brought us here; the lease runs
+                # out by itself, and a broken connection fails the next
+                # acquire anyway.
+                self.log(f"release failed ({e.pgcode}: {e})")
 
     def run(self):
         while self.stats["done"] < self.args.items:

@@ -10,7 +10,7 @@
 #      under a new lease.  Every counter must equal the number of items the
 #      workers report done, with no item lost or counted twice;
 #   2. a worker whose lock is held by someone else gets 55P03, backs off and
-#      gets the lock once that lease ends;
+#      gets the lock once it is released;
 #   3. a worker whose write transaction loses a race on a shared row gets
 #      40001 and retries the transaction.
 
@@ -107,9 +107,9 @@ my @workers = (
 		  1 .. 3),
 	(map { start_worker("beta-$_", '--queue', 'beta', '--items', '5', @common) }
 		  1 .. 2));
-# Works for 2 s under a 1 s lease: only the renewal thread keeps it.
+# Works for 2.5 s under a 1.5 s lease: only the renewal thread keeps it.
 my $slow = start_worker('gamma-slow', '--queue', 'gamma', '--items', '1',
-	'--lease', '1', '--work', '2', '--steps', '20');
+	'--lease', '1.5', '--work', '2.5', '--steps', '25');
 # Paused before the write of its second item for 2.5 s, with a 1 s lease
 # that nobody renews meanwhile (the pause stops the renewal thread too).
 my $paused = start_worker(
@@ -130,7 +130,7 @@ note "55P03 back-offs of the concurrent workers: $busy";
 
 my $g = finish_worker($slow);
 is($g->{done}, 1, 'gamma-slow did its item');
-is($g->{lost}, 0, 'gamma-slow kept its lease through 2 s of work');
+is($g->{lost}, 0, 'gamma-slow kept its lease through 2.5 s of work');
 cmp_ok($g->{renewals}, '>=', 3, "gamma-slow renewed its lease ($g->{renewals} times)");
 count_done($g);
 
@@ -151,14 +151,21 @@ count_done($p);
 
 # ---- 2. the lock is busy: 55P03, back off, retry ----
 
-my $held = sql("SELECT lockfence.acquire('queue:delta', '1 s')");
-like($held, qr/^\d+$/, 'someone else holds queue:delta for 1 s');
-my $d = finish_worker(
-	start_worker(
-		'delta-1', '--queue', 'delta', '--items', '1',
-		'--acquire-timeout', '0.2', '--backoff', '0.05'));
+my $held = sql("SELECT lockfence.acquire('queue:delta', '60 s')");
+like($held, qr/^\d+$/, 'someone else holds queue:delta');
+my $timeouts = sql('SELECT wait_timeouts FROM lockfence.stats');
+my $dw = start_worker('delta-1', '--queue', 'delta', '--items', '1',
+	'--acquire-timeout', '0.2', '--backoff', '0.05');
+ok( $node->poll_query_until(
+		'postgres', "SELECT wait_timeouts > $timeouts FROM lockfence.stats"),
+	'delta-1 waited for queue:delta and timed out');
+is(sql("SELECT lockfence.release('queue:delta', $held)"),
+	't', 'the other holder releases queue:delta');
+my $d = finish_worker($dw);
 cmp_ok($d->{busy_retries}, '>=', 1, 'delta-1 got 55P03 and backed off');
-is($d->{done}, 1, 'delta-1 did its item once the other lease had ended');
+like($dw->{err}, qr/queue:delta busy \(55P03\); backing off/,
+	'delta-1 logged its back-off');
+is($d->{done}, 1, 'delta-1 did its item once the lock was free');
 cmp_ok($d->{tokens}[0], '>', $held, 'with a newer token');
 count_done($d);
 
