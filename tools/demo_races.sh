@@ -220,7 +220,7 @@ check_atm() {
 		anomaly=1	# not a lost update, but not what a bank would do either
 		outcome="$outcome: only $accepted of 10 possible"
 	fi
-	[ "$bench_retried" -gt 0 ] && outcome="$outcome; $bench_retries retries"
+	[ "$bench_retried" -gt 0 ] && outcome="$outcome; $bench_retries retries on 40001"
 	result "b. ATM lost update" "$1" "$2" "$anomaly" "$outcome" "$bench_secs"
 }
 
