@@ -18,5 +18,21 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- Wait until a backend has exited, for tests of what happens at exit (the
+-- exit callbacks have run once it is gone from pg_stat_activity).
+CREATE FUNCTION public.wait_for_exit(old_pid int) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. 600 LOOP
+        PERFORM pg_stat_clear_snapshot();   -- else the first look is cached
+        IF NOT EXISTS (SELECT FROM pg_stat_activity WHERE pid = old_pid) THEN
+            RETURN true;
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN false;
+END
+$$;
+
 SELECT * FROM public.error_of('SELECT 1');
 SELECT * FROM public.error_of('SELECT 1/0');

@@ -90,8 +90,10 @@ SELECT lockfence.renew('pooled', :t11, '2 min') AS renewed_elsewhere;
 SELECT lockfence.release('pooled', :t11) AS released_elsewhere;
 
 -- A session-bound lock ends with its session.
-SELECT lockfence.acquire('bound', '1 min', session_bound => true) AS t12 \gset
+SELECT lockfence.acquire('bound', '1 min', session_bound => true) AS t12,
+       pg_backend_pid() AS bound_pid \gset
 \c
+SELECT public.wait_for_exit(:bound_pid) AS old_backend_gone;
 SELECT count(*) AS bound_locks_left FROM lockfence.locks WHERE name = 'bound';
 SELECT lockfence.is_held('bound', :t12) AS held_after_disconnect;
 
