@@ -244,7 +244,7 @@ sub paused_first_waiter
 	my $label = 'A1 holder keeps it';
 	my $st0 = stats();
 	my ($t0, $w1, $w1pid, $w2, $w2pid, $dl) =
-	  paused_first_waiter('pw:1', '1 h', '1 s', $label);
+	  paused_first_waiter('pw:1', '1 h', '2 s', $label);
 
 	# well past W1's deadline
 	sql("SELECT pg_sleep_until('$dl'::timestamptz + interval '1.5 s')");
@@ -287,7 +287,7 @@ sub paused_first_waiter
 	my $label = 'A2 released meanwhile';
 	my $st0 = stats();
 	my ($t0, $w1, $w1pid, $w2, $w2pid, $dl) =
-	  paused_first_waiter('pw:2', '1 h', '1 s', $label);
+	  paused_first_waiter('pw:2', '1 h', '2 s', $label);
 
 	sql("SELECT pg_sleep_until('$dl'::timestamptz + interval '1 s')");
 	my $rel_at = sql('SELECT clock_timestamp()');
@@ -349,10 +349,10 @@ sub paused_first_waiter
 {
 	my $label = 'A3 lease ran out meanwhile';
 	my $st0 = stats();
-	# W1's timeout (2 s) ends before the lease (3 s) does, and W1 is frozen
+	# W1's timeout (2.5 s) ends before the lease (4 s) does, and W1 is frozen
 	# before either.  Nobody touches the lock until W1 is thawed.
 	my ($t0, $w1, $w1pid, $w2, $w2pid, $dl) =
-	  paused_first_waiter('pw:3', '3 s', '2 s', $label);
+	  paused_first_waiter('pw:3', '4 s', '2.5 s', $label);
 	my $lease_end = sql(
 		"SELECT expires_at FROM lockfence.locks WHERE name = 'pw:3'");
 	cmp_ok(secs_between("'$dl'::timestamptz", "'$lease_end'::timestamptz"),
