@@ -237,7 +237,14 @@ for my $cy (1 .. $CYCLES)
 
 	my $offset = -s $node->logfile;
 	my $t_kill = time();
-	kill('KILL', $pid);
+	unless (kill('KILL', $pid))
+	{
+		# it exited just now: any client backend will do
+		$pid = $mon->query($victim_sql{any});
+		$kind = 'other';
+		$t_kill = time();
+		kill('KILL', $pid) if $pid =~ /^\d+$/;
+	}
 	if (!log_has(qr/all server processes terminated; reinitializing/, $offset, 60))
 	{
 		fail("cycle $cy: the server did not reinitialise after SIGKILL of $kind $pid");

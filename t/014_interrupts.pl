@@ -257,7 +257,12 @@ for my $how ('cancel', 'statement_timeout', 'terminate')
 				'postgres', "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $p1"),
 			"$label: W1's backend has exited");
 	}
-	is(tok_waiters($name), "$t0|1",
+	# The client hears of the error before the backend's abort processing
+	# has taken it out of the queue, so give it a moment.
+	ok( $node->poll_query_until(
+			'postgres',
+			"SELECT token || '|' || waiters FROM lockfence.locks WHERE name = '$name'",
+			"$t0|1"),
 		"$label: W1 left the queue, the holder is unchanged");
 
 	my ($t2, $at) = wait_out($w2, qr/tok=(\d+) at=(.*)\n/,
