@@ -143,13 +143,27 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 
 /*
  * The holder is gone (released, expired, force-released): hand the lock to
- * the first waiter, or remove the entry when nobody waits.  The entry must
- * not be used after this returns.
+ * the first waiter, or remove the entry when nobody waits.  Waiters whose
+ * own wait has ended are taken out of the queue instead: a waiter that is
+ * late to notice its timeout (paused, say) must not be handed a lock it
+ * has given up on.  Their own timers wake them.  The entry must not be used
+ * after this returns.
  */
 void
 lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 					 int *wake, int *nwake)
 {
+	while (entry->nwaiters > 0)
+	{
+		int			first = entry->waiters_head;
+		TimestampTz deadline = lockfence_shared->waiters[first].deadline;
+
+		if (deadline == 0 || now < deadline)
+			break;
+		lockfence_waiter_dequeue(entry, first);
+		lockfence_partition_stats(hashcode)->wait_timeouts++;
+	}
+
 	if (entry->nwaiters > 0)
 		grant_to_first_waiter(entry, hashcode, now, wake, nwake);
 	else
@@ -187,7 +201,7 @@ report_table_full(void)
 LockfenceAttempt
 lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 					LockfenceScope scope, int64 lease_us,
-					bool queue_if_busy, uint64 *token)
+					bool queue_if_busy, TimestampTz deadline, uint64 *token)
 {
 	LWLock	   *lock = lockfence_partition_lock(hashcode);
 	int			myprocno = lockfence_my_procno();
@@ -261,6 +275,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		me->role = GetUserId();
 		me->scope = scope;
 		me->lease_us = lease_us;
+		me->deadline = deadline;
 		me->granted = false;
 		me->token = 0;
 		waiter_enqueue(entry, myprocno);

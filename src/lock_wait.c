@@ -79,7 +79,8 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 	pending_hashcode = hashcode;
 	wait_pending = true;
 
-	result = lockfence_try_grant(key, hashcode, scope, lease_us, true, token);
+	result = lockfence_try_grant(key, hashcode, scope, lease_us, true,
+								 deadline, token);
 	while (result == LF_ATTEMPT_QUEUED)
 	{
 		int			wake[2];
@@ -95,26 +96,35 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		now = GetCurrentTimestamp();
 		entry = me->entry;
-		if (!me->granted && entry->waiters_head == myprocno &&
-			!lockfence_entry_is_live(entry, now))
-		{
-			/* the holder's lease ran out while we were first in line */
-			if (entry->token != 0)
-				lockfence_partition_stats(hashcode)->expiries++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
-			Assert(me->granted);
-		}
 		if (me->granted)
 		{
+			/* handed over before our deadline, even if we notice it late */
 			*token = me->token;
 			me->granted = false;
 			result = LF_ATTEMPT_GRANTED;
+		}
+		else if (!me->queued)
+		{
+			/* a releaser found our deadline passed and skipped us */
+			result = LF_ATTEMPT_BUSY;
 		}
 		else if (deadline != 0 && now >= deadline)
 		{
 			leave_queue(entry, hashcode, myprocno, now, wake, &nwake);
 			lockfence_partition_stats(hashcode)->wait_timeouts++;
 			result = LF_ATTEMPT_BUSY;
+		}
+		else if (entry->waiters_head == myprocno &&
+				 !lockfence_entry_is_live(entry, now))
+		{
+			/* the holder's lease ran out while we were first in line */
+			if (entry->token != 0)
+				lockfence_partition_stats(hashcode)->expiries++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			Assert(me->granted);
+			*token = me->token;
+			me->granted = false;
+			result = LF_ATTEMPT_GRANTED;
 		}
 		else
 		{

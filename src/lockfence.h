@@ -106,6 +106,7 @@ typedef struct LockfenceWaiter
 	Oid			role;
 	LockfenceScope scope;		/* what the waiter asked for */
 	int64		lease_us;
+	TimestampTz deadline;		/* end of its wait, 0 for none */
 	LockfenceEntry *entry;		/* the entry whose queue holds this slot */
 } LockfenceWaiter;
 
@@ -182,7 +183,8 @@ typedef enum LockfenceAttempt
 extern void lockfence_make_key(LockfenceKey *key, const char *name, int len);
 extern LockfenceAttempt lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 											LockfenceScope scope, int64 lease_us,
-											bool queue_if_busy, uint64 *token);
+											bool queue_if_busy, TimestampTz deadline,
+											uint64 *token);
 extern bool lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 									uint64 token, bool from_xact_end);
 extern bool lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,

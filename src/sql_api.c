@@ -162,7 +162,7 @@ take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
 											   timeout_us, token);
 		else
 			result = lockfence_try_grant(key, hashcode, scope, lease_us, false,
-										 token);
+										 0, token);
 		if (result != LF_ATTEMPT_OVER_QUOTA)
 			break;
 		/* the role's own expired leases may be what it is charged for */

@@ -78,6 +78,8 @@ sub waiters
 	return sql("SELECT waiters FROM lockfence.locks WHERE name = '$name'");
 }
 
+# The client sees a cancel or timeout error before the backend's abort
+# processing has taken it out of the queue, so queue checks poll.
 sub wait_waiters
 {
 	my ($name, $n, $label) = @_;
@@ -330,7 +332,7 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	is(sql("SELECT pg_cancel_backend($pid1)"), 't', 'cancel: first waiter');
 	wait_err($w1, qr/57014: canceling statement due to user request/,
 		'cancel: waiter reports the cancel');
-	is(waiters('cx'), '1', 'cancel: cancelled waiter left the queue');
+	wait_waiters('cx', 1, 'cancel: cancelled waiter left the queue');
 	is(sql("SELECT token FROM lockfence.locks WHERE name = 'cx'"),
 		$t0, 'cancel: holder unchanged');
 
@@ -373,21 +375,21 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	wait_waiters('st', 1, 'statement_timeout: waiter is queued');
 	wait_err($w, qr/57014: canceling statement due to statement timeout/,
 		'statement_timeout: the wait is cancelled');
-	is(waiters('st'), '0', 'statement_timeout: waiter left the queue');
+	wait_waiters('st', 0, 'statement_timeout: waiter left the queue');
 	$w->query("RESET statement_timeout");
 
 	start_wait($w, "SELECT lockfence.acquire('st', '1h', '2s');");
 	wait_waiters('st', 1, 'acquire timeout: waiter is queued');
 	wait_err($w, qr/55P03: could not obtain lock "st"/,
 		'acquire timeout: 55P03 after the timeout');
-	is(waiters('st'), '0', 'acquire timeout: waiter left the queue');
+	wait_waiters('st', 0, 'acquire timeout: waiter left the queue');
 
 	$w->query("SET lockfence.wait_timeout = '2s'");
 	start_wait($w, "SELECT lockfence.acquire('st', '1h');");
 	wait_waiters('st', 1, 'wait_timeout: waiter is queued');
 	wait_err($w, qr/55P03: could not obtain lock "st"/,
 		'wait_timeout: 55P03 after lockfence.wait_timeout');
-	is(waiters('st'), '0', 'wait_timeout: waiter left the queue');
+	wait_waiters('st', 0, 'wait_timeout: waiter left the queue');
 
 	is(sql("SELECT lockfence.release('st', $t0)"), 't', 'timeouts: released');
 	is(sql("SELECT count(*) FROM lockfence.locks WHERE name = 'st'"),

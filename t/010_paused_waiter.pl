@@ -7,10 +7,9 @@
 # out -- the waiter must not come back with the lock: after SIGCONT it gets
 # 55P03, it is not the holder, and the lock goes to the next waiter (or
 # stays with its holder).  lockfence.locks and lockfence.stats must agree.
-# Two of the three cases fail with lockfence 0.1 (the lock reaches the
-# waiter anyway); their assertions are TODO unless LOCKFENCE_TEST_STRICT is
-# set in the environment, and the test checks that the counters and the
-# view tell what really happened, whichever way it went.
+# A releaser skips a waiter whose deadline has passed, and a first waiter
+# checks its own deadline before it takes an expired lease.  The test also
+# checks that the counters and the view tell what really happened.
 #
 # Part B, a paused holder: a backend that holds a lease is frozen past the
 # end of the lease.  Another session takes the lock; the woken holder can
@@ -304,9 +303,6 @@ sub paused_first_waiter
 	$fig{A2_w1_outcome} = $kind;
 	my $w1_token = $kind eq 'tok' ? $what : undef;
 	{
-		local $TODO =
-		  'lockfence hands the lock to a queued waiter whose timeout has passed'
-		  unless $ENV{LOCKFENCE_TEST_STRICT};
 		is($kind, 'err',
 			"$label: W1, past its timeout, does not come back with the lock");
 		like($kind eq 'err' ? $what : '',
@@ -369,9 +365,6 @@ sub paused_first_waiter
 	$fig{A3_w1_outcome} = $kind;
 	my $w1_token = $kind eq 'tok' ? $what : undef;
 	{
-		local $TODO =
-		  'a first waiter woken past its timeout takes an expired lease instead of timing out'
-		  unless $ENV{LOCKFENCE_TEST_STRICT};
 		is($kind, 'err',
 			"$label: W1, past its timeout, does not come back with the lock");
 		like($kind eq 'err' ? $what : '',
