@@ -69,7 +69,8 @@ unpin_all(void)
 	while ((pin = hash_seq_search(&status)) != NULL)
 	{
 		lockfence_unpin_token(&pin->key, pin->hashcode, pin->token);
-		hash_search(pins, &pin->key, HASH_REMOVE, NULL);
+		hash_search_with_hash_value(pins, &pin->key, pin->hashcode,
+									HASH_REMOVE, NULL);
 	}
 	npins = 0;
 }
@@ -250,13 +251,14 @@ lockfence_forget(uint64 token)
 
 /* The token this transaction pinned for the lock, if any. */
 bool
-lockfence_pinned_token(const LockfenceKey *key, uint64 *token)
+lockfence_pinned_token(const LockfenceKey *key, uint32 hashcode,
+					   uint64 *token)
 {
 	PinnedLease *pin;
 
 	if (npins == 0)
 		return false;
-	pin = hash_search(pins, key, HASH_FIND, NULL);
+	pin = hash_search_with_hash_value(pins, key, hashcode, HASH_FIND, NULL);
 	if (pin == NULL)
 		return false;
 	*token = pin->token;
@@ -278,11 +280,15 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 	{
 		HASHCTL		ctl;
 
+		/* keyed like the shared table, so the caller's hash code serves */
 		ctl.keysize = sizeof(LockfenceKey);
 		ctl.entrysize = sizeof(PinnedLease);
+		ctl.hash = lockfence_key_hash_callback;
+		ctl.match = lockfence_key_match_callback;
 		ctl.hcxt = TopMemoryContext;
 		pins = hash_create("lockfence pins", 16, &ctl,
-						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+						   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
+						   HASH_CONTEXT);
 	}
 	if (!exit_callback_registered)
 	{
@@ -291,7 +297,7 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 	}
 
 	/* allocate before pinning, so that remembering the pin cannot fail */
-	pin = hash_search(pins, key, HASH_ENTER, &found);
+	pin = hash_search_with_hash_value(pins, key, hashcode, HASH_ENTER, &found);
 	if (found)
 	{
 		/* a pinned lease cannot change hands, so only its token matches */
@@ -300,7 +306,7 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 	}
 	if (!lockfence_pin_token(key, hashcode, token, holder_token))
 	{
-		hash_search(pins, key, HASH_REMOVE, NULL);
+		hash_search_with_hash_value(pins, key, hashcode, HASH_REMOVE, NULL);
 		return false;
 	}
 	pin->hashcode = hashcode;

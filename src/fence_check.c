@@ -31,7 +31,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -47,6 +47,7 @@ typedef struct FenceCheckConfig
 	AttrNumber	token_attnum;
 	bool		lease_mode;
 	char	   *lock_prefix;
+	int			lock_prefix_len;
 	AttrNumber	key_attnum;		/* 0: the prefix alone names the lock */
 	FmgrInfo	key_output;		/* output function of the key column */
 } FenceCheckConfig;
@@ -153,6 +154,7 @@ get_config(FunctionCallInfo fcinfo, TriggerData *trigdata)
 	{
 		config->lease_mode = true;
 		config->lock_prefix = pstrdup(trigger->tgargs[1]);
+		config->lock_prefix_len = strlen(config->lock_prefix);
 		if (trigger->tgnargs == 3)
 		{
 			Oid			typoutput;
@@ -165,7 +167,7 @@ get_config(FunctionCallInfo fcinfo, TriggerData *trigdata)
 						  fcinfo->flinfo->fn_mcxt);
 		}
 		else
-			lockfence_check_name_length(strlen(config->lock_prefix));
+			lockfence_check_name_length(config->lock_prefix_len);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 		ereport(ERROR,
@@ -179,17 +181,24 @@ get_config(FunctionCallInfo fcinfo, TriggerData *trigdata)
 	return config;
 }
 
-/* The lock that guards this row: the prefix, or prefix || key::text. */
+/*
+ * The lock that guards this row: the prefix, or prefix || key::text.  Runs
+ * for every row, so the name is built in the key itself.
+ */
 static void
 row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
 			 LockfenceKey *key, uint32 *hashcode)
 {
-	StringInfoData name;
+	int			len = config->lock_prefix_len;
 
-	initStringInfo(&name);
-	appendStringInfoString(&name, config->lock_prefix);
+	memset(key, 0, sizeof(LockfenceKey));
+	key->dbid = MyDatabaseId;
+	if (len <= LOCKFENCE_NAME_MAXLEN)
+		memcpy(key->name, config->lock_prefix, len);
 	if (config->key_attnum > 0)
 	{
+		char	   *keytext;
+		int			keylen;
 		bool		isnull;
 		Datum		value = heap_getattr(tuple, config->key_attnum,
 										 RelationGetDescr(rel), &isnull);
@@ -203,13 +212,15 @@ row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
 							RelationGetRelationName(rel)),
 					 errdetail("lockfence.fence_check() names the row's lock after this column."),
 					 errtable(rel)));
-		appendStringInfoString(&name,
-							   OutputFunctionCall(&config->key_output, value));
+		keytext = OutputFunctionCall(&config->key_output, value);
+		keylen = strlen(keytext);
+		if (len + keylen <= LOCKFENCE_NAME_MAXLEN)
+			memcpy(key->name + len, keytext, keylen);
+		len += keylen;
+		pfree(keytext);
 	}
-	lockfence_check_name_length(name.len);
-	lockfence_make_key(key, name.data, name.len);
+	lockfence_check_name_length(len);
 	*hashcode = lockfence_key_hash(key);
-	pfree(name.data);
 }
 
 /*
@@ -218,11 +229,12 @@ row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
  * already, with an accepted write or lockfence.pin().
  */
 static void
-require_pinned(Relation rel, const LockfenceKey *key, const char *what)
+require_pinned(Relation rel, const LockfenceKey *key, uint32 hashcode,
+			   const char *what)
 {
 	uint64		pinned_token;
 
-	if (lockfence_pinned_token(key, &pinned_token))
+	if (lockfence_pinned_token(key, hashcode, &pinned_token))
 		return;
 
 	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
@@ -287,7 +299,7 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
 		row_lock_key(config, rel, trigdata->tg_trigtuple, &key, &hashcode);
-		require_pinned(rel, &key, "delete");
+		require_pinned(rel, &key, hashcode, "delete");
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
 
@@ -331,7 +343,8 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 			row_lock_key(config, rel, trigdata->tg_trigtuple, &old_key,
 						 &old_hashcode);
 			if (strcmp(old_key.name, key.name) != 0)
-				require_pinned(rel, &old_key, "update moving a row");
+				require_pinned(rel, &old_key, old_hashcode,
+							   "update moving a row");
 		}
 	}
 

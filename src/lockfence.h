@@ -154,6 +154,9 @@ extern HTAB *lockfence_hash;
 extern void lockfence_shmem_install_hooks(void);
 extern void lockfence_check_loaded(void);
 extern uint32 lockfence_key_hash(const LockfenceKey *key);
+extern uint32 lockfence_key_hash_callback(const void *key, Size keysize);
+extern int	lockfence_key_match_callback(const void *key1, const void *key2,
+										 Size keysize);
 extern LWLock *lockfence_partition_lock(uint32 hashcode);
 extern LockfencePartitionStats *lockfence_partition_stats(uint32 hashcode);
 extern int	lockfence_my_procno(void);
@@ -218,7 +221,8 @@ extern void lockfence_remember_reserve(void);
 extern void lockfence_remember(const LockfenceKey *key, uint32 hashcode,
 							   uint64 token, LockfenceScope scope);
 extern void lockfence_forget(uint64 token);
-extern bool lockfence_pinned_token(const LockfenceKey *key, uint64 *token);
+extern bool lockfence_pinned_token(const LockfenceKey *key, uint32 hashcode,
+								   uint64 *token);
 extern bool lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 								   uint64 token, uint64 *holder_token);
 

@@ -117,14 +117,14 @@ lockfence_shmem_request(void)
 }
 
 /* dynahash callbacks: hash and compare the name only up to its terminator */
-static uint32
-key_hash_callback(const void *key, Size keysize)
+uint32
+lockfence_key_hash_callback(const void *key, Size keysize)
 {
 	return lockfence_key_hash((const LockfenceKey *) key);
 }
 
-static int
-key_match_callback(const void *key1, const void *key2, Size keysize)
+int
+lockfence_key_match_callback(const void *key1, const void *key2, Size keysize)
 {
 	const LockfenceKey *k1 = key1;
 	const LockfenceKey *k2 = key2;
@@ -182,8 +182,8 @@ lockfence_shmem_startup(void)
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(LockfenceKey);
 	info.entrysize = sizeof(LockfenceEntry);
-	info.hash = key_hash_callback;
-	info.match = key_match_callback;
+	info.hash = lockfence_key_hash_callback;
+	info.match = lockfence_key_match_callback;
 	info.num_partitions = LOCKFENCE_NUM_PARTITIONS;
 	lockfence_hash = ShmemInitHash("lockfence lock table",
 								   lockfence_max_locks, lockfence_max_locks,
