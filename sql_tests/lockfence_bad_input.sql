@@ -77,6 +77,26 @@ SELECT lockfence.release('a', 9223372036854775807) AS released,
 SELECT lockfence.acquire('a', lease => '365 days', timeout => '365 days') AS t1 \gset
 SELECT lockfence.release('a', :t1) AS released;
 
+-- The row-lock helpers.
+CREATE TABLE accounts (id int PRIMARY KEY);
+INSERT INTO accounts VALUES (1);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row(NULL, 1)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', NULL::int)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1, mode => 'exclusive')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1, mode => NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1, timeout => '-1 s')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1, timeout => '1000 years')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 'abc'::text)$$);
+-- an untyped literal key needs a cast, as for any anyelement argument
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', '3')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_rows('accounts', NULL::int[])$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_rows(NULL, ARRAY[1])$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_rows('accounts', ARRAY[1], '-1 s')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_rows('accounts', ARRAY[1], mode => 'nope')$$);
+-- NULL keys inside the array match no row
+SELECT lockfence.lock_rows('accounts', ARRAY[NULL, 1]::int[]) AS locked;
+DROP TABLE accounts;
+
 -- Settings reject bad values.
 SET lockfence.default_lease = 0;
 SET lockfence.wait_timeout = -1;

@@ -27,6 +27,7 @@
 #define LOCKFENCE_H
 
 #include "datatype/timestamp.h"
+#include "utils/timestamp.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
@@ -225,6 +226,9 @@ extern bool lockfence_pinned_token(const LockfenceKey *key, uint32 hashcode,
 								   uint64 *token);
 extern bool lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 								   uint64 token, uint64 *holder_token);
+
+/* sql_api.c */
+extern int64 lockfence_timeout_usecs(const Interval *span);
 
 /* fence_check.c */
 #define ERRCODE_LOCKFENCE_STALE_TOKEN	MAKE_SQLSTATE('L','F','0','0','1')

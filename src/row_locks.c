@@ -346,28 +346,15 @@ row_blockers(Oid relid, ItemPointer tid, int *count)
 	return pids.data;
 }
 
+/* The timeout argument in ms; *given is false for NULL (lock_timeout). */
 static int64
 get_timeout_ms(FunctionCallInfo fcinfo, int argno, bool *given)
 {
-	Interval   *span;
-	int64		usecs;
-
 	*given = !PG_ARGISNULL(argno);
 	if (!*given)
 		return 0;
-	span = PG_GETARG_INTERVAL_P(argno);
-	usecs = span->time + ((int64) span->month * DAYS_PER_MONTH + span->day) * USECS_PER_DAY;
-	if (span->month < 0 || span->day < 0 || usecs < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not be negative")));
-	if (span->month > 12 || span->day > 366 || usecs > LOCKFENCE_MAX_INTERVAL_US)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("timeout must not exceed 365 days"),
-				 errhint("A timeout of 0 waits without a limit.")));
 	/* lock_timeout counts milliseconds; round a positive timeout up */
-	return (usecs + 999) / 1000;
+	return (lockfence_timeout_usecs(PG_GETARG_INTERVAL_P(argno)) + 999) / 1000;
 }
 
 /* Lock one row; false when there is no row with that key. */

@@ -111,16 +111,12 @@ get_lease_usecs(FunctionCallInfo fcinfo, int argno)
 	return usecs;
 }
 
-/* The timeout argument, or lockfence.wait_timeout when NULL; 0: no limit. */
-static int64
-get_timeout_usecs(FunctionCallInfo fcinfo, int argno)
+/* A wait timeout in microseconds, checked: 0 (no limit) to 365 days. */
+int64
+lockfence_timeout_usecs(const Interval *span)
 {
-	int64		usecs;
+	int64		usecs = interval_to_usecs(span);
 
-	if (PG_ARGISNULL(argno))
-		return (int64) lockfence_wait_timeout_ms * 1000;
-
-	usecs = interval_to_usecs(PG_GETARG_INTERVAL_P(argno));
 	if (usecs < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -131,6 +127,15 @@ get_timeout_usecs(FunctionCallInfo fcinfo, int argno)
 				 errmsg("timeout must not exceed 365 days"),
 				 errhint("A timeout of 0 waits without a limit.")));
 	return usecs;
+}
+
+/* The timeout argument, or lockfence.wait_timeout when NULL; 0: no limit. */
+static int64
+get_timeout_usecs(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno))
+		return (int64) lockfence_wait_timeout_ms * 1000;
+	return lockfence_timeout_usecs(PG_GETARG_INTERVAL_P(argno));
 }
 
 static LockfenceScope
