@@ -11,7 +11,10 @@ use List::Util qw(max min);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
 
 my $node = PostgreSQL::Test::Cluster->new('tokens');
 $node->init;
@@ -20,6 +23,7 @@ $node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
 $node->append_conf('postgresql.conf', "restart_after_crash = on");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION lockfence');
+set_node($node);
 
 # Every token handed out so far, in the order it was handed out.
 my @all_tokens;
@@ -126,36 +130,6 @@ sub start_holder
 	return ($s, $pid);
 }
 
-# Processes whose parent is $ppid (from /proc).
-sub children_of
-{
-	my ($ppid) = @_;
-	my @children;
-	opendir(my $dh, '/proc') or die "could not open /proc: $!";
-	for my $p (grep { /^\d+$/ } readdir($dh))
-	{
-		open(my $fh, '<', "/proc/$p/stat") or next;
-		my $stat = <$fh>;
-		close($fh);
-		next unless defined $stat;
-		push @children, $p
-		  if $stat =~ /^\d+ \(.*\) \S (\d+) /s && $1 == $ppid;
-	}
-	closedir($dh);
-	return @children;
-}
-
-# A process is gone when it does not exist or is a zombie nobody reaps.
-sub process_alive
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return 0;
-	my $stat = <$fh>;
-	close($fh);
-	return 0 unless defined $stat;
-	return $stat !~ /^\d+ \(.*\) Z /s;
-}
-
 my $state_file = $node->data_dir . '/lockfence.fence_state';
 
 # ---- first run ----
@@ -197,30 +171,13 @@ take_tokens('after clean restart');
 # ---- (d) SIGKILL of the postmaster ----
 {
 	my ($s, $pid) = start_holder();
-	my $pm_pid = $node->{_pid};
-	ok(defined $pm_pid && process_alive($pm_pid), 'postmaster pid is known');
-	my @children = children_of($pm_pid);
-	ok(scalar(grep { $_ == $pid } @children),
-		'the holder backend is a child of the postmaster');
-
-	$node->kill9;
-
-	# The orphaned children notice the postmaster's death and exit; the new
-	# postmaster refuses to start while they are still attached to the old
-	# shared memory, or while the old postmaster's pid exists at all (even
-	# as a zombie not reaped yet).  Kill any straggler after a while.
-	my $deadline = time() + 30;
-	while (kill(0, $pm_pid) || grep { process_alive($_) } @children)
-	{
-		if (time() > $deadline)
-		{
-			diag('killing children of the dead postmaster that did not exit');
-			kill('KILL', grep { process_alive($_) } @children);
-			$deadline = time() + 30;
-		}
-		usleep(100_000);
-	}
-	pass('the killed postmaster and its children are gone');
+	# the orphaned children notice the postmaster's death and exit
+	my $pm_pid = kill_postmaster(
+		sub {
+			my @children = @_;
+			ok(scalar(grep { $_ == $pid } @children),
+				'the holder backend is a child of the postmaster');
+		});
 	$s->quit;
 
 	ok(-f $node->data_dir . '/postmaster.pid',

@@ -11,30 +11,24 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $node = PostgreSQL::Test::Cluster->new('scoped');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION lockfence');
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
+set_node($node);
 
 # The lockfence.locks row of a lock, as "token|holder_pid|session_bound|
 # expires_at is null|waiters", or '' when it is not held.
 sub lock_row
 {
-	my ($name) = @_;
-	return sql(
-		"SELECT token, holder_pid, session_bound, expires_at IS NULL, waiters
-		 FROM lockfence.locks WHERE name = '$name'");
-}
-
-# A background session and its backend pid.
-sub session
-{
-	my $s = $node->background_psql('postgres');
-	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	return ($s, $pid);
+	return lock_columns($_[0],
+		'token, holder_pid, session_bound, expires_at IS NULL, waiters');
 }
 
 # Wait until the backend has left pg_stat_activity.  Its before_shmem_exit
@@ -86,22 +80,16 @@ sub terminate
 
 	# A waiter that would wait for up to 60 s (the lease is an hour).
 	my ($w, $wpid) = session();
-	$w->query_until(qr/waiting/,
-		"\\echo waiting\nSELECT 'tok=' || lockfence.acquire('sb-term', '1h', '60s');\n"
-	);
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT waiters FROM lockfence.locks WHERE name = 'sb-term'", '1'),
-		'waiter is queued');
+	start_wait($w,
+		"SELECT 'tok=' || lockfence.acquire('sb-term', '1h', '60s');");
+	wait_waiters('sb-term', 1, 'waiter is queued');
 
 	terminate($pid);
 	$s->quit;
 	wait_backend_gone($pid, 'sb-term');
 
-	ok(pump_until($w->{run}, $w->{timeout}, \$w->{stdout}, qr/tok=\d+/),
+	my ($wtok) = wait_out($w, qr/tok=(\d+)/,
 		'waiter got the lock when the holder was terminated');
-	my ($wtok) = $w->{stdout} =~ /tok=(\d+)/;
-	$w->{stdout} = '';
 	cmp_ok($wtok, '>', $tok, 'waiter token exceeds the dead holder token');
 	is(lock_row('sb-term'), "$wtok|$wpid|f|f|0",
 		'view shows the waiter as the new holder');

@@ -9,7 +9,10 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
 
 my $node = PostgreSQL::Test::Cluster->new('waiters');
 $node->init;
@@ -22,86 +25,11 @@ CREATE TABLE wlog (who text PRIMARY KEY, tok bigint, got_at timestamptz,
                    lease_end timestamptz, rel_at timestamptz);
 });
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
+set_node($node);
 
-# A background session with SQLSTATEs in its error messages.
-sub session
-{
-	my (%params) = @_;
-	my $s = $node->background_psql('postgres', %params);
-	$s->query_safe('\set VERBOSITY verbose');
-	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	return ($s, $pid);
-}
+sub waiters { return lock_columns($_[0], 'waiters'); }
 
-# Send a statement that is expected to block; returns once psql sent it.
-sub start_wait
-{
-	my ($s, $stmts) = @_;
-	$s->query_until(qr/queued\n/, "\\echo queued\n$stmts\n");
-	return;
-}
-
-# Pump a session until its stdout (or stderr) matches; returns the captures
-# (or the whole text when there are none) and clears the stream.
-sub wait_stream
-{
-	my ($s, $stream, $re, $label) = @_;
-	my $ok = pump_until($s->{run}, $s->{timeout}, \$s->{$stream}, $re);
-	ok($ok, $label);
-	my @m = $s->{$stream} =~ $re;
-	my $text = $s->{$stream};
-	$s->{$stream} = '';
-	return $ok ? (@m ? @m : $text) : ();
-}
-sub wait_out { return wait_stream($_[0], 'stdout', $_[1], $_[2]); }
-sub wait_err { return wait_stream($_[0], 'stderr', $_[1], $_[2]); }
-
-# Finish a session whose psql exits by itself (ON_ERROR_STOP after a FATAL
-# error): wait for it to go away instead of sending it \q.
-sub finish_dead_session
-{
-	my ($s) = @_;
-	while ($s->{run}->pumpable() && !$s->{timeout}->is_expired)
-	{
-		$s->{run}->pump_nb();
-		usleep(10_000);
-	}
-	ok(!$s->{run}->pumpable(), 'psql of the terminated session exited');
-	$s->{run}->finish;
-	return;
-}
-
-sub waiters
-{
-	my ($name) = @_;
-	return sql("SELECT waiters FROM lockfence.locks WHERE name = '$name'");
-}
-
-# The client sees a cancel or timeout error before the backend's abort
-# processing has taken it out of the queue, so queue checks poll.
-sub wait_waiters
-{
-	my ($name, $n, $label) = @_;
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT waiters FROM lockfence.locks WHERE name = '$name'", $n),
-		$label);
-	return;
-}
-
-sub holder_pid
-{
-	my ($name) = @_;
-	return sql("SELECT holder_pid FROM lockfence.locks WHERE name = '$name'");
-}
-
-# Seconds from timestamp expression $a to $b, computed by the server.
-sub secs_between
-{
-	my ($a, $b) = @_;
-	return sql("SELECT extract(epoch FROM ($b) - ($a))");
-}
+sub holder_pid { return lock_columns($_[0], 'holder_pid'); }
 
 # ---- FIFO order, woken by release ----
 {
@@ -418,7 +346,7 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 			"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $pida"),
 		'terminate: waiter backend has exited');
 	is(waiters('tm'), '1', 'terminate: it left the queue');
-	finish_dead_session($wa);
+	finish_dead_session($wa, 'psql of the terminated session exited');
 
 	# a new backend (likely reusing the freed slot) queues behind
 	my ($wc, $pidc) = session();

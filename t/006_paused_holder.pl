@@ -18,15 +18,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-# Backends we froze and have not let go yet.  A frozen backend must never
-# outlive the test, whatever happens: it would block the shutdown.
-my %stopped;
-
-END
-{
-	# runs before PostgreSQL::Test::Cluster's END block stops the node
-	kill('CONT', keys %stopped) if %stopped;
-}
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
 
 my $node = PostgreSQL::Test::Cluster->new('paused');
 $node->init;
@@ -42,100 +36,12 @@ CREATE TRIGGER accounts_fence BEFORE INSERT OR UPDATE ON accounts
     lockfence.fence_check('fence_token', 'account:', 'id');
 });
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
-
-# A background session with SQLSTATEs in its error messages, and its pid.
-sub session
-{
-	my (%params) = @_;
-	my $s = $node->background_psql('postgres', %params);
-	$s->query_safe('\set VERBOSITY verbose');
-	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	return ($s, $pid);
-}
-
-# Run a statement that is expected to fail; returns its error text, and
-# clears it (BackgroundPsql keeps stderr across queries).
-sub failing
-{
-	my ($s, $stmt) = @_;
-	my ($out, $err) = $s->query($stmt);
-	my $text = $s->{stderr};
-	$s->{stderr} = '';
-	return $err ? $text : "no error; output: $out";
-}
-
-# Send a statement that is expected to block; returns once psql sent it.
-sub start_wait
-{
-	my ($s, $stmts) = @_;
-	$s->query_until(qr/queued\n/, "\\echo queued\n$stmts\n");
-	return;
-}
-
-# Pump a session until its stdout matches; returns the captures.
-sub wait_out
-{
-	my ($s, $re, $label) = @_;
-	my $ok = pump_until($s->{run}, $s->{timeout}, \$s->{stdout}, $re);
-	ok($ok, $label);
-	my @m = $s->{stdout} =~ $re;
-	$s->{stdout} = '';
-	return @m;
-}
-
-# Has the blocked statement of session $s printed anything yet?
-sub has_output
-{
-	my ($s) = @_;
-	$s->{run}->pump_nb();
-	return $s->{stdout} ne '';
-}
-
-# The process state letter from /proc (T: stopped).
-sub proc_state
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return '';
-	my $stat = <$fh>;
-	close($fh);
-	return $stat =~ /^\d+ \(.*\) (\S)/ ? $1 : '';
-}
-
-sub freeze
-{
-	my ($pid, $label) = @_;
-	$stopped{$pid} = 1;
-	ok(kill('STOP', $pid), "$label: sent SIGSTOP to A's backend $pid");
-	# the signal is asynchronous: wait until the kernel has stopped it
-	my $state = '';
-	for (1 .. 100)
-	{
-		$state = proc_state($pid);
-		last if $state eq 'T';
-		select(undef, undef, undef, 0.01);
-	}
-	is($state, 'T', "$label: A's backend is stopped");
-	return;
-}
-
-sub thaw
-{
-	my ($pid, $label) = @_;
-	ok(kill('CONT', $pid), "$label: sent SIGCONT to A's backend");
-	delete $stopped{$pid};
-	return;
-}
+set_node($node);
 
 sub row { return sql("SELECT balance, fence_token FROM accounts WHERE id = 1"); }
 
 # "token|pins|waiters" of a held lock, '' when it is not held.
-sub lock_row
-{
-	my ($name) = @_;
-	return sql(
-		"SELECT token, pins, waiters FROM lockfence.locks WHERE name = '$name'");
-}
+sub lock_row { return lock_columns($_[0], 'token, pins, waiters'); }
 
 # "monotonic|lease" rejection counters.
 sub rejections
@@ -145,15 +51,28 @@ sub rejections
 	);
 }
 
-# Seconds from timestamp expression $a to $b, computed by the server.
-sub secs_between
-{
-	my ($a, $b) = @_;
-	return sql("SELECT extract(epoch FROM ($b) - ($a))");
-}
-
 my ($A, $apid) = session(on_error_stop => 0);
 my ($B, $bpid) = session();
+
+# Freeze A's backend with SIGSTOP (until thaw_a); checked, with labels that
+# name A.
+sub freeze_a
+{
+	my ($label) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my ($sent, $state) = stop_process($apid);
+	ok($sent, "$label: sent SIGSTOP to A's backend $apid");
+	is($state, 'T', "$label: A's backend is stopped");
+	return;
+}
+
+sub thaw_a
+{
+	my ($label) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	ok(cont_process($apid), "$label: sent SIGCONT to A's backend");
+	return;
+}
 
 # A takes the lock for 1 s and freezes; B waits for the lease to run out and
 # takes the lock.  Returns (tA, tB).
@@ -167,7 +86,7 @@ sub paused_takeover
 	);
 	isnt($end_a, '', "$label: A's lease is in the view");
 
-	freeze($apid, $label);
+	freeze_a($label);
 
 	# blocks until A's lease has run out
 	my ($tb, $got_at) = split /\|/, $B->query_safe(
@@ -190,7 +109,7 @@ sub paused_takeover
 	is(row(), "500|$tb", "B wrote: B's write is there");
 
 	my ($mono0, $lease0) = split /\|/, rejections();
-	thaw($apid, 'B wrote');
+	thaw_a('B wrote');
 	my $err = failing($A,
 		"UPDATE accounts SET balance = 0, fence_token = $ta WHERE id = 1");
 	# In lease mode the lock is checked before the row's token, so the
@@ -228,7 +147,7 @@ sub paused_takeover
 	);
 
 	my ($mono0, $lease0) = split /\|/, rejections();
-	thaw($apid, 'B idle');
+	thaw_a('B idle');
 	my $err = failing($A,
 		"UPDATE accounts SET balance = 0, fence_token = $ta WHERE id = 1");
 	like(
@@ -271,17 +190,14 @@ sub paused_takeover
 	is(lock_row('account:1'), "$ta|1|0",
 		'pinned: A\'s write was accepted and pinned the lease');
 
-	freeze($apid, 'pinned');
+	freeze_a('pinned');
 
 	start_wait(
 		$B, q{
 SELECT 'tok=' || lockfence.acquire('account:1', '30 s', '20 s')
        || ' at=' || clock_timestamp();
 });
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT waiters FROM lockfence.locks WHERE name = 'account:1'", '1'),
-		'pinned: B is queued');
+	wait_waiters('account:1', 1, 'pinned: B is queued');
 
 	# well past the end of A's 1 s lease
 	sql(q{SELECT pg_sleep_until(expires_at + interval '1.5 s')
@@ -290,7 +206,7 @@ SELECT 'tok=' || lockfence.acquire('account:1', '30 s', '20 s')
 			"SELECT expires_at < now() FROM lockfence.locks WHERE name = 'account:1'"),
 		't',
 		'pinned: A\'s lease has run out');
-	ok(!has_output($B), 'pinned: B is still waiting');
+	ok(!has_output($B, 'stdout'), 'pinned: B is still waiting');
 	is(lock_row('account:1'), "$ta|1|1",
 		'pinned: the view shows A\'s token, one pin and one waiter');
 	is(sql("SELECT lockfence.try_acquire('account:1', '1 s') IS NULL"),
@@ -298,7 +214,7 @@ SELECT 'tok=' || lockfence.acquire('account:1', '30 s', '20 s')
 	is(row(), $before, 'pinned: A\'s uncommitted write is not visible');
 	is(proc_state($apid), 'T', 'pinned: A\'s backend was stopped all along');
 
-	thaw($apid, 'pinned');
+	thaw_a('pinned');
 	my $before_commit = sql('SELECT clock_timestamp()');
 	$A->query_safe('COMMIT');
 	my ($tb, $got_at) = wait_out($B, qr/tok=(\d+) at=(.*)\n/,

@@ -19,6 +19,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $node = PostgreSQL::Test::Cluster->new('pin');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
@@ -39,78 +43,22 @@ CREATE TRIGGER ledger_fence BEFORE INSERT OR UPDATE ON ledger
     lockfence.fence_check('fence_token', 'account:', 'account');
 });
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
-
-# A background session with SQLSTATEs in its error messages, and its pid.
-sub session
-{
-	my (%params) = @_;
-	my $s = $node->background_psql('postgres', %params);
-	$s->query_safe('\set VERBOSITY verbose');
-	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	return ($s, $pid);
-}
-
-# Run a statement that is expected to fail; returns its error text, and
-# clears it (BackgroundPsql keeps stderr across queries).
-sub failing
-{
-	my ($s, $stmt) = @_;
-	my ($out, $err) = $s->query($stmt);
-	my $text = $s->{stderr};
-	$s->{stderr} = '';
-	return $err ? $text : "no error; output: $out";
-}
+set_node($node);
 
 # The acquirer: a session that waits in acquire() and prints the token it
 # got and when.
 sub start_acquire
 {
 	my ($s, $name) = @_;
-	$s->query_until(
-		qr/queued\n/, qq{\\echo queued
+	start_wait(
+		$s, qq{
 SELECT 'tok=' || lockfence.acquire('$name', '30 s', '20 s')
-       || ' at=' || clock_timestamp();
-});
-	return;
-}
-
-# Pump a session until its stdout matches; returns the captures.
-sub wait_out
-{
-	my ($s, $re, $label) = @_;
-	my $ok = pump_until($s->{run}, $s->{timeout}, \$s->{stdout}, $re);
-	ok($ok, $label);
-	my @m = $s->{stdout} =~ $re;
-	$s->{stdout} = '';
-	return @m;
-}
-
-# Has the blocked acquire() of session $s returned yet?
-sub has_output
-{
-	my ($s) = @_;
-	$s->{run}->pump_nb();
-	return $s->{stdout} ne '';
-}
-
-sub wait_waiters
-{
-	my ($name, $n, $label) = @_;
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT waiters FROM lockfence.locks WHERE name = '$name'", $n),
-		$label);
+       || ' at=' || clock_timestamp();});
 	return;
 }
 
 # "token|pins|waiters" of a held lock, '' when it is not held.
-sub lock_row
-{
-	my ($name) = @_;
-	return sql(
-		"SELECT token, pins, waiters FROM lockfence.locks WHERE name = '$name'");
-}
+sub lock_row { return lock_columns($_[0], 'token, pins, waiters'); }
 
 # Sleep until $secs after the end of the lease of $name.
 sub sleep_past_lease
@@ -123,13 +71,6 @@ sub sleep_past_lease
 		't',
 		"$name: the lease has run out (the lock is still in the view)");
 	return;
-}
-
-# Seconds from timestamp expression $a to $b, computed by the server.
-sub secs_between
-{
-	my ($a, $b) = @_;
-	return sql("SELECT extract(epoch FROM ($b) - ($a))");
 }
 
 sub account { return sql("SELECT balance, fence_token FROM accounts WHERE id = $_[0]"); }
@@ -165,7 +106,7 @@ sub ends_then_granted
 	wait_waiters('account:1', 1, 'commit: the acquirer is queued');
 
 	sleep_past_lease('account:1', 0.7);
-	ok(!has_output($q), 'commit: the acquirer is still waiting');
+	ok(!has_output($q, 'stdout'), 'commit: the acquirer is still waiting');
 	is(lock_row('account:1'), "$t|1|1",
 		'commit: the writer\'s token still holds the lock, pinned, one waiter');
 	is(sql("SELECT lockfence.is_held('account:1', $t)"),
@@ -209,7 +150,7 @@ sub ends_then_granted
 
 	# the acquirer's timer fires at the end of the lease; it must see the pin
 	sleep_past_lease('account:2', 0.7);
-	ok(!has_output($q), 'rollback: the acquirer is still waiting');
+	ok(!has_output($q, 'stdout'), 'rollback: the acquirer is still waiting');
 	is(lock_row('account:2'), "$t|1|1", 'rollback: still held and pinned');
 
 	my $tq = ends_then_granted('account:2', $q, $t, 'rollback',
@@ -242,7 +183,7 @@ for my $how ('release', 'force_release')
 	# a hand-off would have happened inside the call
 	is(lock_row($name), "$t|1|1",
 		"$how: the lock stays with the writer's token, pinned, the waiter waits");
-	ok(!has_output($q), "$how: the acquirer is still waiting");
+	ok(!has_output($q, 'stdout'), "$how: the acquirer is still waiting");
 	is(sql("SELECT lockfence.is_held('$name', $t)"),
 		'f', "$how: is_held is false once released");
 	is(sql("SELECT lockfence.renew('$name', $t, '1 h')"),
@@ -276,7 +217,7 @@ for my $how ('release', 'force_release')
 	start_acquire($q, 'account:5');
 	wait_waiters('account:5', 1, 'terminate: the acquirer is queued');
 	sleep_past_lease('account:5', 0.7);
-	ok(!has_output($q), 'terminate: the acquirer is still waiting');
+	ok(!has_output($q, 'stdout'), 'terminate: the acquirer is still waiting');
 	is(lock_row('account:5'), "$t|1|1", 'terminate: held by the pin');
 
 	my $tq = ends_then_granted(
@@ -313,7 +254,7 @@ for my $how ('release', 'force_release')
 		'terminate, live lease: the pin dropped');
 	is(lock_row('account:6'), "$t|0|1",
 		'terminate, live lease: the lease is still held, the acquirer waits');
-	ok(!has_output($q), 'terminate, live lease: the acquirer has no token');
+	ok(!has_output($q, 'stdout'), 'terminate, live lease: the acquirer has no token');
 	is(account(6), '1000|', 'terminate, live lease: the aborted write is not there');
 	$tq = ends_then_granted(
 		'account:6', $q, $t,
@@ -344,14 +285,14 @@ for my $how ('release', 'force_release')
 	start_acquire($q, 'account:7');
 	wait_waiters('account:7', 1, 'two pins: the acquirer is queued');
 	sleep_past_lease('account:7', 0.7);
-	ok(!has_output($q), 'two pins: the acquirer is still waiting');
+	ok(!has_output($q, 'stdout'), 'two pins: the acquirer is still waiting');
 	is(lock_row('account:7'), "$t|2|1", 'two pins: still held, two pins');
 
 	$w1->query_safe('COMMIT');
 	# a free would hand the lock over inside the COMMIT
 	is(lock_row('account:7'), "$t|1|1",
 		'two pins: one pin left after the first COMMIT, still held');
-	ok(!has_output($q), 'two pins: the acquirer is still waiting');
+	ok(!has_output($q, 'stdout'), 'two pins: the acquirer is still waiting');
 	is(sql("SELECT amount FROM ledger WHERE account = 7 ORDER BY amount"),
 		'10', 'two pins: the first write is committed');
 

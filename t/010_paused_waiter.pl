@@ -25,15 +25,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-# Backends we froze and have not let go yet.  A frozen backend must never
-# outlive the test, whatever happens: it would block the shutdown.
-my %stopped;
-
-END
-{
-	# runs before PostgreSQL::Test::Cluster's END block stops the node
-	kill('CONT', keys %stopped) if %stopped;
-}
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
 
 my $node = PostgreSQL::Test::Cluster->new('paused_waiter');
 $node->init;
@@ -49,47 +43,7 @@ CREATE TRIGGER accounts_fence BEFORE INSERT OR UPDATE ON accounts
     lockfence.fence_check('fence_token', 'account:', 'id');
 });
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
-
-# A background session with SQLSTATEs in its error messages, and its pid.
-sub session
-{
-	my (%params) = @_;
-	my $s = $node->background_psql('postgres', %params);
-	$s->query_safe('\set VERBOSITY verbose');
-	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	return ($s, $pid);
-}
-
-# Run a statement that is expected to fail; returns its error text, and
-# clears it (BackgroundPsql keeps stderr across queries).
-sub failing
-{
-	my ($s, $stmt) = @_;
-	my ($out, $err) = $s->query($stmt);
-	my $text = $s->{stderr};
-	$s->{stderr} = '';
-	return $err ? $text : "no error; output: $out";
-}
-
-# Send a statement that is expected to block; returns once psql sent it.
-sub start_wait
-{
-	my ($s, $stmts) = @_;
-	$s->query_until(qr/queued\n/, "\\echo queued\n$stmts\n");
-	return;
-}
-
-# Pump a session until its stdout matches; returns the captures.
-sub wait_out
-{
-	my ($s, $re, $label) = @_;
-	my $ok = pump_until($s->{run}, $s->{timeout}, \$s->{stdout}, $re);
-	ok($ok, $label);
-	my @m = $s->{stdout} =~ $re;
-	$s->{stdout} = '';
-	return @m;
-}
+set_node($node);
 
 # Pump a waiting session until it either printed a token ("tok=N") or an
 # error.  Returns ('tok', N) or ('err', text), and clears both streams.
@@ -112,95 +66,8 @@ sub wait_outcome
 	return @r;
 }
 
-# Has the blocked statement of session $s printed anything yet?
-sub has_output
-{
-	my ($s) = @_;
-	$s->{run}->pump_nb();
-	return $s->{stdout} ne '' || $s->{stderr} ne '';
-}
-
-# The process state letter from /proc (T: stopped).
-sub proc_state
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return '';
-	my $stat = <$fh>;
-	close($fh);
-	return $stat =~ /^\d+ \(.*\) (\S)/ ? $1 : '';
-}
-
-sub freeze
-{
-	my ($pid, $label) = @_;
-	$stopped{$pid} = 1;
-	ok(kill('STOP', $pid), "$label: sent SIGSTOP to backend $pid");
-	# the signal is asynchronous: wait until the kernel has stopped it
-	my $state = '';
-	for (1 .. 200)
-	{
-		$state = proc_state($pid);
-		last if $state eq 'T';
-		usleep(10_000);
-	}
-	is($state, 'T', "$label: backend $pid is stopped");
-	return;
-}
-
-sub thaw
-{
-	my ($pid, $label) = @_;
-	ok(kill('CONT', $pid), "$label: sent SIGCONT to backend $pid");
-	delete $stopped{$pid};
-	return;
-}
-
-sub wait_waiters
-{
-	my ($name, $n, $label) = @_;
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT waiters FROM lockfence.locks WHERE name = '$name'", $n),
-		$label);
-	return;
-}
-
 # "token|holder_pid|waiters|pins" of a held lock, '' when it is not held.
-sub lock_row
-{
-	my ($name) = @_;
-	return sql(
-		"SELECT token, holder_pid, waiters, pins FROM lockfence.locks WHERE name = '$name'"
-	);
-}
-
-# Counters of lockfence.stats as a hash.
-sub stats
-{
-	my @k = qw(grants releases renewals expiries waits wait_timeouts
-	  fence_rejections_monotonic fence_rejections_lease slots_used);
-	my @v = split /\|/, sql('SELECT ' . join(', ', @k) . ' FROM lockfence.stats');
-	my %h;
-	@h{@k} = @v;
-	return \%h;
-}
-
-# Differences of the counters named in %$want between two snapshots.
-sub stats_delta_is
-{
-	my ($before, $after, $want, $label) = @_;
-	my %got = map { $_ => $after->{$_} - $before->{$_} } keys %$want;
-	is_deeply(\%got, $want, "$label: lockfence.stats moved as expected")
-	  or diag(explain { got => \%got, want => $want });
-	return;
-}
-
-# Seconds from timestamp expression $a to $b, computed by the server.
-sub secs_between
-{
-	my ($a, $b) = @_;
-	return sql("SELECT extract(epoch FROM ($b) - ($a))");
-}
+sub lock_row { return lock_columns($_[0], 'token, holder_pid, waiters, pins'); }
 
 sub balance { return sql("SELECT balance, fence_token FROM accounts WHERE id = $_[0]"); }
 
@@ -275,7 +142,7 @@ sub paused_first_waiter
 	is(sql("SELECT lockfence.release('pw:1', $t2)"), 't',
 		"$label: W2's lock released");
 	stats_delta_is(
-		$st0, stats(),
+		$st0,
 		{ grants => 2, releases => 2, waits => 2, wait_timeouts => 1 },
 		$label);
 	$_->quit for ($w1, $w2);
@@ -333,7 +200,7 @@ sub paused_first_waiter
 		"$label: W2's lock released");
 	# the counters must tell what happened, whichever way it went
 	stats_delta_is(
-		$st0, stats(),
+		$st0,
 		defined $w1_token
 		? { grants => 3, releases => 3, waits => 2, wait_timeouts => 0 }
 		: { grants => 2, releases => 2, waits => 2, wait_timeouts => 1 },
@@ -390,7 +257,7 @@ sub paused_first_waiter
 	is(sql("SELECT lockfence.release('pw:3', $t2)"), 't',
 		"$label: W2's lock released");
 	stats_delta_is(
-		$st0, stats(),
+		$st0,
 		{
 			grants => defined $w1_token ? 3 : 2,
 			releases => defined $w1_token ? 2 : 1,
@@ -469,7 +336,7 @@ SELECT 'tok=' || lockfence.acquire('account:$id', '30 s', '20 s')
 	is($w->query_safe("SELECT lockfence.release('account:1', $tb)"),
 		't', "$label: W released");
 	stats_delta_is(
-		$st0, stats(),
+		$st0,
 		{
 			grants => 2,
 			releases => 1,
@@ -507,7 +374,7 @@ SELECT 'tok=' || lockfence.acquire('account:$id', '30 s', '20 s')
 	is(balance(2), "900|$tb", "$label: no lost update: W's write stays");
 	is($w->query_safe("SELECT lockfence.release('account:2', $tb)"),
 		't', "$label: W released");
-	stats_delta_is($st0, stats(), { grants => 2, fence_rejections_lease => 1 },
+	stats_delta_is($st0, { grants => 2, fence_rejections_lease => 1 },
 		$label);
 	$_->quit for ($h, $w);
 }
@@ -531,7 +398,7 @@ SELECT 'tok=' || lockfence.acquire('account:$id', '30 s', '20 s')
 	is(sql("SELECT count(*) FROM lockfence.locks WHERE name = 'account:3'"),
 		'0', "$label: the lock is free");
 	# the rejected write reclaimed the expired entry
-	stats_delta_is($st0, stats(),
+	stats_delta_is($st0,
 		{ expiries => 1, fence_rejections_lease => 1, grants => 0 }, $label);
 	$h->quit;
 }

@@ -20,6 +20,10 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $node = PostgreSQL::Test::Cluster->new('kill_pm');
 $node->init;
 $node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
@@ -35,7 +39,7 @@ CREATE TRIGGER leased_fence BEFORE INSERT OR UPDATE ON leased
     FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('fence_token', 'res:', 'id');
 });
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
+set_node($node);
 
 # Run SQL that must fail; returns its stderr (verbose, with the SQLSTATE).
 sub sql_fails
@@ -44,60 +48,6 @@ sub sql_fails
 	my ($ret, $out, $err) =
 	  $node->psql('postgres', "\\set VERBOSITY verbose\n$stmt");
 	return $ret != 0 ? $err : "no error; output: $out";
-}
-
-# Processes whose parent is $ppid (from /proc).
-sub children_of
-{
-	my ($ppid) = @_;
-	my @children;
-	opendir(my $dh, '/proc') or die "could not open /proc: $!";
-	for my $p (grep { /^\d+$/ } readdir($dh))
-	{
-		open(my $fh, '<', "/proc/$p/stat") or next;
-		my $stat = <$fh>;
-		close($fh);
-		next unless defined $stat;
-		push @children, $p
-		  if $stat =~ /^\d+ \(.*\) \S (\d+) /s && $1 == $ppid;
-	}
-	closedir($dh);
-	return @children;
-}
-
-# A process is gone when it does not exist or is a zombie nobody reaps.
-sub process_alive
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return 0;
-	my $stat = <$fh>;
-	close($fh);
-	return 0 unless defined $stat;
-	return $stat !~ /^\d+ \(.*\) Z /s;
-}
-
-# SIGKILL the postmaster and wait until it and its children are gone (the
-# new postmaster refuses to start while they are attached to the old shared
-# memory).  From t/001_tokens.pl.
-sub kill_postmaster
-{
-	my $pm_pid = $node->{_pid};
-	ok(defined $pm_pid && process_alive($pm_pid), 'postmaster pid is known');
-	my @children = children_of($pm_pid);
-	$node->kill9;
-	my $deadline = time() + 30;
-	while (kill(0, $pm_pid) || grep { process_alive($_) } @children)
-	{
-		if (time() > $deadline)
-		{
-			diag('killing children of the dead postmaster that did not exit');
-			kill('KILL', grep { process_alive($_) } @children);
-			$deadline = time() + 30;
-		}
-		usleep(100_000);
-	}
-	pass('the killed postmaster and its children are gone');
-	return;
 }
 
 # Every token a client was ever given.

@@ -29,6 +29,10 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $CLIENTS = 8;
 my $PER_CLIENT = 1300;    # 10,400 operations
 my $RESOURCES = 5;
@@ -123,7 +127,7 @@ note($out);
 my ($processed) = $out =~ /number of transactions actually processed: (\d+)/;
 is($processed, $CLIENTS * $PER_CLIENT, "all $processed operations ran");
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
+set_node($node);
 
 # leases are at most 200 ms: let them all end
 sql("SELECT pg_sleep(0.3)");

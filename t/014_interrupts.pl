@@ -31,12 +31,9 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-my %stopped;
-
-END
-{
-	kill('CONT', keys %stopped) if %stopped;
-}
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
 
 my $MAX_LOCKS = 64;
 my $node = PostgreSQL::Test::Cluster->new('interrupts');
@@ -73,141 +70,13 @@ END $$;
 GRANT EXECUTE ON FUNCTION c_acquire, c_acquire_xact TO churn;
 });
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
-
-sub session
-{
-	my (%params) = @_;
-	my $s = $node->background_psql('postgres', on_error_stop => 0, %params);
-	$s->query_safe('\set VERBOSITY verbose');
-	my $pid = $s->query_safe('SELECT pg_backend_pid()');
-	return ($s, $pid);
-}
-
-sub start_wait
-{
-	my ($s, $stmts) = @_;
-	$s->query_until(qr/queued\n/, "\\echo queued\n$stmts\n");
-	return;
-}
-
-# Pump a session until its stdout or stderr matches; returns the captures
-# (or the text) and clears the stream.
-sub wait_stream
-{
-	my ($s, $stream, $re, $label) = @_;
-	$s->{timeout}->start;
-	my $ok = pump_until($s->{run}, $s->{timeout}, \$s->{$stream}, $re);
-	ok($ok, $label) or diag("$stream: $s->{$stream}");
-	my @m = $s->{$stream} =~ $re;
-	my $text = $s->{$stream};
-	$s->{$stream} = '';
-	return $ok ? (@m ? @m : $text) : ();
-}
-sub wait_out { return wait_stream($_[0], 'stdout', $_[1], $_[2]); }
-sub wait_err { return wait_stream($_[0], 'stderr', $_[1], $_[2]); }
-
-sub has_output
-{
-	my ($s) = @_;
-	$s->{run}->pump_nb();
-	return $s->{stdout} ne '' || $s->{stderr} ne '';
-}
-
-# A session whose backend was terminated: wait for its psql to exit.
-sub finish_dead_session
-{
-	my ($s) = @_;
-	while ($s->{run}->pumpable() && !$s->{timeout}->is_expired)
-	{
-		$s->{run}->pump_nb();
-		usleep(10_000);
-	}
-	$s->{run}->finish;
-	return;
-}
-
-sub wait_waiters
-{
-	my ($name, $n, $label) = @_;
-	ok( $node->poll_query_until(
-			'postgres',
-			"SELECT waiters FROM lockfence.locks WHERE name = '$name'", $n),
-		$label);
-	return;
-}
+set_node($node);
 
 # "token|holder_pid|waiters" of a held lock, '' when it is not held.
-sub lock_row
-{
-	return sql(
-		"SELECT token, holder_pid, waiters FROM lockfence.locks WHERE name = '$_[0]'");
-}
+sub lock_row { return lock_columns($_[0], 'token, holder_pid, waiters'); }
 
 # "token|waiters" of a held lock.
-sub tok_waiters
-{
-	return sql(
-		"SELECT token, waiters FROM lockfence.locks WHERE name = '$_[0]'");
-}
-
-sub proc_state
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return '';
-	my $stat = <$fh>;
-	close($fh);
-	return $stat =~ /^\d+ \(.*\) (\S)/ ? $1 : '';
-}
-
-sub freeze
-{
-	my ($pid, $label) = @_;
-	$stopped{$pid} = 1;
-	kill('STOP', $pid);
-	my $state = '';
-	for (1 .. 200)
-	{
-		$state = proc_state($pid);
-		last if $state eq 'T';
-		usleep(10_000);
-	}
-	is($state, 'T', "$label: backend $pid is stopped");
-	return;
-}
-
-sub thaw
-{
-	my ($pid) = @_;
-	kill('CONT', $pid);
-	delete $stopped{$pid};
-	return;
-}
-
-sub stats
-{
-	my @k = qw(grants releases expiries waits wait_timeouts slots_used);
-	my @v = split /\|/, sql('SELECT ' . join(', ', @k) . ' FROM lockfence.stats');
-	my %h;
-	@h{@k} = @v;
-	return \%h;
-}
-
-sub stats_delta_is
-{
-	my ($before, $want, $label) = @_;
-	my $after = stats();
-	my %got = map { $_ => $after->{$_} - $before->{$_} } keys %$want;
-	is_deeply(\%got, $want, "$label: lockfence.stats moved as expected")
-	  or diag(explain { got => \%got, want => $want });
-	return;
-}
-
-sub secs_between
-{
-	my ($a, $b) = @_;
-	return sql("SELECT extract(epoch FROM ($b) - ($a))");
-}
+sub tok_waiters { return lock_columns($_[0], 'token, waiters'); }
 
 my %fig;
 
@@ -221,8 +90,8 @@ for my $how ('cancel', 'statement_timeout', 'terminate')
 	my $label = "$how of the first waiter";
 	my $name = "watch:$how";
 	my $st0 = stats();
-	my ($w1, $p1) = session();
-	my ($w2, $p2) = session();
+	my ($w1, $p1) = session(on_error_stop => 0);
+	my ($w2, $p2) = session(on_error_stop => 0);
 	# the lease ends 3 s from now; W2's own timeout is 30 s
 	my $t0 = sql("SELECT lockfence.try_acquire('$name', '3 s')");
 	my $end0 = sql("SELECT expires_at FROM lockfence.locks WHERE name = '$name'");
@@ -286,7 +155,7 @@ for my $how ('cancel', 'statement_timeout', 'terminate')
 {
 	my $label = 'lock_timeout';
 	my $t0 = sql("SELECT lockfence.try_acquire('lt', '1 h')");
-	my ($w, $pw) = session();
+	my ($w, $pw) = session(on_error_stop => 0);
 	$w->query_safe("SET lock_timeout = '300ms'");
 
 	# with a lockfence timeout: the wait lasts until that timeout
@@ -324,15 +193,15 @@ for my $how ('cancel', 'terminate')
 	my $label = "$how after the hand-off";
 	my $name = "handed:$how";
 	my $st0 = stats();
-	my ($w1, $p1) = session();
-	my ($w2, $p2) = session();
+	my ($w1, $p1) = session(on_error_stop => 0);
+	my ($w2, $p2) = session(on_error_stop => 0);
 	my $t0 = sql("SELECT lockfence.try_acquire('$name', '1 h')");
 	start_wait($w1, "SELECT 'tok=' || lockfence.acquire('$name', '30 s', '30 s');");
 	wait_waiters($name, 1, "$label: W1 is queued");
 	start_wait($w2, "SELECT 'tok=' || lockfence.acquire('$name', '30 s', '30 s');");
 	wait_waiters($name, 2, "$label: W2 is queued");
 
-	freeze($p1, $label);
+	freeze($p1, $label, check_kill => 0);
 	is(sql("SELECT lockfence.release('$name', $t0)"), 't', "$label: holder released");
 	my ($tok1, $h1, $n1) = split /\|/, lock_row($name);
 	is("$h1|$n1", "$p1|1", "$label: the lock was handed to the frozen W1");

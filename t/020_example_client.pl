@@ -23,6 +23,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $worker = 'examples/worker.py';
 ok(-f $worker, "$worker is there");
 
@@ -58,7 +62,7 @@ $node->safe_psql('postgres', 'CREATE EXTENSION lockfence');
 $node->safe_psql('postgres', slurp_file('examples/schema.sql'));
 my $dsn = $node->connstr('postgres');
 
-sub sql { return $node->safe_psql('postgres', $_[0]); }
+set_node($node);
 
 # Start a worker in the background.
 sub start_worker
