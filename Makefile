@@ -68,4 +68,6 @@ test:
 demo:
 	@./tools/demo.sh
 
-.PHONY: test demo test_input
+bench: ; @./bench/run.sh
+
+.PHONY: test demo bench test_input
