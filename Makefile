@@ -69,9 +69,10 @@ test:
 demo:
 	@./tools/demo.sh
 
-.PHONY: test demo test_input
+bench:
+	@./bench/run.sh
 
 valgrind:
 	@./tools/valgrind.sh
 
-.PHONY: valgrind
+.PHONY: test demo bench valgrind test_input

@@ -1,0 +1,2 @@
+-- Baseline 3: the round-trip ceiling.
+SELECT 1;

@@ -1,0 +1,743 @@
+#!/usr/bin/env bash
+# The benchmark command (make bench): builds and installs lockfence, starts a
+# throwaway PostgreSQL server with lockfence preloaded, and measures
+#
+#   locks     acquire + release throughput with pgbench against advisory
+#             locks, table-emulated leases and SELECT 1, for uncontended
+#             keys, 4 contended keys and a single key;
+#   fence     a random-row UPDATE with the fence-check trigger (monotonic
+#             and lease mode), without a trigger, and with a PL/pgSQL one;
+#   inproc    the cost of one call without round trips, against
+#             pg_try_advisory_lock;
+#   handoff   the time from a release to the waiter's return;
+#   shmem     shared memory per lock-table slot;
+#
+# then prints a summary with the targets of the issue, marked PASS or MISS.
+# Benchmarks do not fail the build: the exit status is 0 unless something
+# went wrong (a failed build, query or pgbench run).
+#
+# Measuring on a 2-vCPU VM shared by client and server is noisy (see
+# BENCHMARKING notes in bench/README.md): every comparison runs its scripts
+# alternately in one server, in rounds whose order reverses every other
+# round (A B C, C B A, A B C, ...), and reports the median tps and the median
+# of the per-round ratios.
+#
+# Environment:
+#   BENCH_SECONDS   length of one pgbench run (default 5)
+#   BENCH_RUNS      rounds per comparison (default 3; use >= 3)
+#   BENCH_CLIENTS   client counts (default "1 8 32"); contended and
+#                   single-key runs use the counts above 1
+#   BENCH_KEYS      keys of the uncontended runs (default 1000000)
+#   BENCH_ROWS      rows of the fence-trigger table (default 100000)
+#   BENCH_INPROC_N  calls per in-process measurement (default 1000000)
+#   BENCH_HANDOFF_N handoffs per lock kind (default 100)
+#   BENCH_ONLY      sections to run (default "shmem locks fence inproc handoff")
+#   BENCH_WAIT_IDLE seconds to wait, before measuring, for the machine to be
+#                   idle (under 10% CPU busy over 2 s; default 0: do not wait)
+#   BENCH_QUICK=1   a 1-2 minute smoke run: 1 s runs, 1 round, clients "8",
+#                   100000 in-process calls, 10 handoffs (each overridable)
+#   PG_CONFIG, TEST_USER as for make test.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+src=$(pwd)
+. tools/common.sh
+
+#---- Settings ----
+
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+	: "${BENCH_SECONDS:=1}" "${BENCH_RUNS:=1}" "${BENCH_CLIENTS:=8}"
+	: "${BENCH_INPROC_N:=100000}" "${BENCH_HANDOFF_N:=10}"
+fi
+SECONDS_PER_RUN=${BENCH_SECONDS:-5}
+RUNS=${BENCH_RUNS:-3}
+CLIENTS=${BENCH_CLIENTS:-1 8 32}
+NKEYS=${BENCH_KEYS:-1000000}
+NROWS=${BENCH_ROWS:-100000}
+INPROC_N=${BENCH_INPROC_N:-1000000}
+HANDOFF_N=${BENCH_HANDOFF_N:-100}
+ONLY=${BENCH_ONLY:-shmem locks fence inproc handoff}
+WAIT_IDLE=${BENCH_WAIT_IDLE:-0}
+MAX_LOCKS=1100000 # lockfence.max_locks: 1,000,000 random keys fit
+
+[[ $WAIT_IDLE =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WAIT_IDLE must be a number of seconds" >&2; exit 2; }
+for v in SECONDS_PER_RUN RUNS NKEYS NROWS INPROC_N HANDOFF_N; do
+	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
+done
+for c in $CLIENTS; do
+	[[ $c =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_CLIENTS must list positive integers, not '$CLIENTS'" >&2; exit 2; }
+done
+[ "$INPROC_N" -le 1000000 ] || { echo "bench: BENCH_INPROC_N is at most 1000000 (the lock table has $MAX_LOCKS slots)" >&2; exit 2; }
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# Server settings, the same for every run.  fsync stays on (the fence
+# trigger's UPDATEs and the table leases commit for real); synchronous_commit
+# = off takes the WAL flush out of the commit path, which helps only the
+# writing baselines (table leases), never lockfence's lock calls.  No
+# checkpoint falls into a run (max_wal_size, checkpoint_timeout; one
+# CHECKPOINT after setup).  JIT is off so it cannot distort the in-process
+# timings.  max_locks_per_transaction is sized below so that one session can
+# hold INPROC_N advisory locks.
+MAX_CONNECTIONS=64
+# MaxBackends = max_connections + autovacuum_max_workers (3) + 1
+#               + max_worker_processes (8) + max_wal_senders (10)
+MAX_BACKENDS=$((MAX_CONNECTIONS + 3 + 1 + 8 + 10))
+# the shared lock table has max_locks_per_transaction * MaxBackends entries
+MAX_LOCKS_PER_XACT=$(((INPROC_N * 11 / 10 + MAX_BACKENDS - 1) / MAX_BACKENDS))
+[ "$MAX_LOCKS_PER_XACT" -ge 64 ] || MAX_LOCKS_PER_XACT=64
+TUNING="shared_buffers=256MB max_connections=$MAX_CONNECTIONS fsync=on synchronous_commit=off"
+TUNING+=" max_wal_size=16GB checkpoint_timeout=1h jit=off autovacuum=on"
+TUNING+=" max_locks_per_transaction=$MAX_LOCKS_PER_XACT"
+TUNING+=" shared_preload_libraries=lockfence lockfence.max_locks=$MAX_LOCKS"
+
+NCPU=$(nproc)
+PGBENCH_OPTS="-n -M prepared" # no vacuum (our tables), prepared statements
+
+#---- Build, install ----
+
+lf_install_packages
+lf_build_and_install
+bindir=$(lf_bindir)
+command -v "$bindir/pgbench" >/dev/null || { echo "bench: $bindir/pgbench not found" >&2; exit 1; }
+
+if [ "$(id -u)" -eq 0 ]; then
+	run_pg() { runuser -u "$TEST_USER" -- "$@"; }
+else
+	run_pg() { "$@"; }
+fi
+
+#---- Throwaway server ----
+
+tmp=""
+server_started=0
+fail() {
+	printf '\nBENCH FAILED: %s\n' "$*" >&2
+	exit 1
+}
+
+cleanup() {
+	local status=$?
+	set +e
+	trap - INT TERM
+	if [ "$server_started" -eq 1 ]; then
+		if [ "$status" -ne 0 ] && [ -s "$tmp/server.log" ]; then
+			echo "--- last lines of the server log:" >&2
+			tail -n 20 "$tmp/server.log" >&2
+		fi
+		run_pg "$bindir/pg_ctl" -D "$tmp/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+			run_pg "$bindir/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1
+	fi
+	[ -n "$tmp" ] && rm -rf "$tmp"
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A TCP port nothing listens on and no local socket file uses.
+pick_port() {
+	local port
+	for _ in $(seq 50); do
+		port=$((20000 + RANDOM % 30000))
+		[ -e "/tmp/.s.PGSQL.$port" ] || [ -e "/var/run/postgresql/.s.PGSQL.$port" ] && continue
+		timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && continue
+		echo "$port"
+		return 0
+	done
+	fail "no unused port found"
+}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockfence-bench.XXXXXX")
+[ "$(id -u)" -eq 0 ] && chown "$TEST_USER" "$tmp"
+cd "$tmp" # the server's user may not be able to enter the source tree
+# the scripts, where the server's user can read them
+run_pg mkdir "$tmp/scripts"
+cp "$src"/bench/*.sql "$src"/bench/locks/*.sql "$src"/bench/fence/*.sql "$tmp/scripts/"
+[ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER" "$tmp/scripts"
+port=$(pick_port)
+
+run_pg "$bindir/initdb" -D "$tmp/data" -A trust -E UTF8 --no-locale -N \
+	>"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; fail "initdb failed"; }
+{
+	echo "# lockfence bench"
+	echo "port = $port"
+	echo "listen_addresses = ''"
+	echo "unix_socket_directories = '$tmp'"
+	for setting in $TUNING; do
+		echo "${setting%%=*} = '${setting#*=}'"
+	done
+} >>"$tmp/data/postgresql.conf"
+
+#---- Output helpers ----
+
+results=$tmp/results.tsv # group, script, round, tps, share granted, others' CPU %
+summary=$tmp/summary.tsv # section, check, value, op, target, unit
+: >"$results"
+: >"$summary"
+
+heading() { printf '\n=== %s\n' "$*"; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# add_check SECTION CHECK VALUE OP TARGET UNIT: a summary row (OP: >= <= > info)
+add_check() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$summary"; }
+
+#---- Shared memory per slot (needs the server stopped) ----
+
+# Exact size of the shared memory segment, in bytes, with lockfence.max_locks
+# = $1: the sum over pg_shmem_allocations (named, anonymous and free space)
+# in a single-user backend.
+shmem_bytes() {
+	echo "SELECT sum(allocated_size) AS bytes FROM pg_shmem_allocations;" |
+		run_pg "$bindir/postgres" --single -D "$tmp/data" -c "lockfence.max_locks=$1" postgres 2>&1 |
+		sed -n 's/.*bytes = "\([0-9]*\)".*/\1/p'
+}
+shmem_mb() {
+	run_pg "$bindir/postgres" -D "$tmp/data" -C shared_memory_size -c "lockfence.max_locks=$1"
+}
+
+if want shmem; then
+	heading "shared memory per lock slot (lockfence.max_locks = 32 vs N; server not running)"
+	declare -A shm_b shm_mb
+	for n in 32 10000 1000000; do
+		shm_b[$n]=$(shmem_bytes "$n")
+		shm_mb[$n]=$(shmem_mb "$n")
+		[[ ${shm_b[$n]} =~ ^[0-9]+$ && ${shm_mb[$n]} =~ ^[0-9]+$ ]] ||
+			fail "could not measure the shared memory size with lockfence.max_locks = $n"
+		printf '  max_locks = %-8s shared_memory_size = %6s MB   segment = %12s bytes\n' \
+			"$n" "${shm_mb[$n]}" "${shm_b[$n]}"
+	done
+	for n in 10000 1000000; do
+		per=$(awk -v a="${shm_b[$n]}" -v b="${shm_b[32]}" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / (n - 32) }')
+		per_mb=$(awk -v a="${shm_mb[$n]}" -v b="${shm_mb[32]}" -v n="$n" 'BEGIN { printf "%.1f", (a - b) * 1048576 / (n - 32) }')
+		printf '  per slot, 32 -> %-8s %8s bytes (exact segment sizes; %s bytes from shared_memory_size in MB)\n' \
+			"$n:" "$per" "$per_mb"
+		add_check shmem "bytes per slot, max_locks 32 -> $n" "$per" info "~300" bytes
+	done
+fi
+
+#---- Start the server ----
+
+server_started=1
+run_pg "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 60 start >/dev/null ||
+	fail "the server did not start"
+# The server loaded the installed library; make sure it is this tree's build
+# (another checkout may install its own lockfence at the same time).
+cmp -s "$src/lockfence.so" "$("$PG_CONFIG" --pkglibdir)/lockfence.so" ||
+	fail "the installed lockfence.so is not the one built from $src"
+
+PSQL=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$tmp" -p "$port")
+sql() { run_pg "${PSQL[@]}" -At -d bench "$@"; }
+run_pg "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" ||
+	fail "could not create the benchmark database"
+sql -v nkeys="$NKEYS" -v nrows="$NROWS" -f "$tmp/scripts/setup.sql" >/dev/null ||
+	fail "bench/setup.sql failed"
+sql -c "VACUUM ANALYZE" -c "CHECKPOINT" || fail "VACUUM or CHECKPOINT failed"
+
+# Percentage of CPU time the whole machine was busy during 2 s.
+cpu_busy() {
+	local a b
+	a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat)
+	sleep 2
+	b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat)
+	awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
+		busy = y[1] - x[1]; idle = y[2] - x[2]
+		printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
+}
+# Runs during which other work used more than DISTURBED% of the CPU are
+# repeated, after waiting (up to 60 s each time, WAIT_BUDGET s in all) for
+# the machine to calm down; at most RETRY_BUDGET runs are repeated.  Runs
+# still disturbed are marked with * in the tables.
+DISTURBED=10
+WAIT_BUDGET=300
+# wait_quiet SECONDS: wait until the machine is under DISTURBED% busy
+wait_quiet() {
+	local limit=$1
+	while :; do
+		busy=$(cpu_busy)
+		[ "$busy" -lt "$DISTURBED" ] && return 0
+		[ "$limit" -gt 0 ] && [ "$WAIT_BUDGET" -gt 0 ] || return 0
+		limit=$((limit - 2))
+		WAIT_BUDGET=$((WAIT_BUDGET - 2))
+	done
+}
+WAIT_BUDGET=$((WAIT_BUDGET + WAIT_IDLE))
+WAIT_BUDGET_START=$WAIT_BUDGET
+if [ "$WAIT_IDLE" -gt 0 ]; then
+	wait_quiet "$WAIT_IDLE"
+else
+	busy=$(cpu_busy)
+fi
+
+heading "lockfence benchmark"
+echo "  PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'), lockfence built from $src ($(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "  machine: $NCPU CPUs, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo); load average $(cut -d' ' -f1-3 /proc/loadavg), ${busy}% CPU busy before the start"
+[ "$busy" -lt "$DISTURBED" ] || echo "  WARNING: the machine is busy with other work; expect noisier figures"
+echo "  server: throwaway, unix socket, $TUNING"
+echo "  pgbench: $PGBENCH_OPTS -T $SECONDS_PER_RUN, -j min(clients, $NCPU), PGOPTIONS='-c lock_timeout=30s'"
+echo "  rounds: $RUNS per comparison, order reversed every other round; clients: $CLIENTS"
+
+#---- pgbench runs ----
+
+# The server's own lock table must be empty between lock runs (apart from
+# leases a section holds on purpose): a pgbench client that died holding a
+# lease would make the next run wait.
+expected_locks=0
+check_locks() {
+	local n
+	n=$(sql -c "SELECT count(*) FROM lockfence.locks") || fail "could not read lockfence.locks"
+	[ "$n" = "$expected_locks" ] ||
+		fail "after $1, lockfence.locks has $n locks instead of $expected_locks"
+}
+
+# Counters read before and after each run: lockfence grants, and the
+# successful table-lease releases (a DELETE of leases_del, an UPDATE of
+# leases_upd, which also counts one UPDATE for the acquire).  Advisory
+# grants cannot be counted.
+counters() {
+	sql -F ' ' -c "SELECT (SELECT grants FROM lockfence.stats),
+		(SELECT n_tup_del FROM pg_stat_user_tables WHERE relid = 'bench.leases_del'::regclass),
+		(SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'bench.leases_upd'::regclass)" ||
+		fail "could not read the counters"
+}
+
+# Wait until pgbench's backends have exited (and so flushed their
+# statistics), so that runs never overlap.
+wait_for_backends() {
+	local n
+	for _ in $(seq 200); do
+		n=$(sql -c "SELECT count(*) FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()") ||
+			fail "could not read pg_stat_activity"
+		[ "$n" = 0 ] && return 0
+		sleep 0.05
+	done
+	fail "$n pgbench backends did not exit"
+}
+
+# CPU time used by other work on the machine (other test suites...) during
+# a run: the machine's busy time minus what our server (the postmaster, its
+# live children, and its exited children) and this shell's children
+# (pgbench, psql) used, in clock ticks.
+HZ=$(getconf CLK_TCK)
+cpu_ticks() {
+	local pm
+	pm=$(head -n 1 "$tmp/data/postmaster.pid")
+	{
+		awk '/^cpu / { print "machine", $2 + $3 + $4 }' /proc/stat
+		cat "/proc/$pm/stat" "/proc/$$/stat" 2>/dev/null
+		for p in $(ps -o pid= --ppid "$pm"); do cat "/proc/$p/stat" 2>/dev/null; done
+	} | awk -v pm="$pm" -v me="$$" '
+		$1 == "machine" { machine = $2; next }
+		{ sub(/^.*\) /, ""); utime = $12; stime = $13; cutime = $14; cstime = $15; pid_line++
+		  if (pid_line <= 2) ours += utime + stime + cutime + cstime	# postmaster, this shell
+		  else ours += utime + stime }
+		END { print machine - ours }'
+}
+
+# pgbench_run SCRIPT CLIENTS SECONDS DEFINES...: one run; sets run_tps,
+# run_ok (the share of transactions that got the lock, "-" when unknown)
+# and run_others (% of the machine's CPU that other work used meanwhile)
+pgbench_run() {
+	local script=$1 clients=$2 secs=$3 jobs out before after txns t0 t1 w0 w1
+	shift 3
+	jobs=$((clients < NCPU ? clients : NCPU))
+	out=$tmp/pgbench.out
+	before=$(counters)
+	t0=$(cpu_ticks)
+	w0=$(date +%s%N)
+	# shellcheck disable=SC2086
+	if ! PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
+		$PGBENCH_OPTS -c "$clients" -j "$jobs" -T "$secs" "$@" \
+		-f "$tmp/scripts/$script.sql" bench >"$out" 2>&1; then
+		cat "$out" >&2
+		fail "pgbench $script.sql with $clients clients failed"
+	fi
+	run_tps=$(awk '/^tps = / { print $3 }' "$out")
+	txns=$(awk '/^number of transactions actually processed:/ { print $NF }' "$out")
+	if [ -z "$run_tps" ] || [ -z "$txns" ]; then
+		cat "$out" >&2
+		fail "no tps in the output of pgbench $script.sql"
+	fi
+	wait_for_backends
+	w1=$(date +%s%N)
+	t1=$(cpu_ticks)
+	run_others=$(awk -v a="$t0" -v b="$t1" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
+		'BEGIN { v = 100 * (b - a) / (w / 1e9 * hz * n); printf "%.0f", v < 0 ? 0 : v }')
+	after=$(counters)
+	run_ok=$(awk -v s="$script" -v b="$before" -v a="$after" -v n="$txns" 'BEGIN {
+		split(b, x, " "); split(a, y, " ")
+		if (n == 0) d = -1
+		else if (s ~ /^lf_/) d = y[1] - x[1]
+		else if (s == "tbl_del") d = y[2] - x[2]
+		else if (s == "tbl_upd") d = (y[3] - x[3]) / 2
+		else d = -1
+		if (d < 0) print "-"; else printf "%.3f", d / n }')
+}
+
+runs_done=0
+runs_planned=0
+bench_started=$(date +%s)
+progress() {
+	local elapsed=$(($(date +%s) - bench_started))
+	printf '  [%d/%d runs, %d repeated, %d:%02d elapsed; others used at most %s%% of the CPU during a run, %s runs marked *]\n' \
+		"$runs_done" "$runs_planned" "$retries" $((elapsed / 60)) $((elapsed % 60)) \
+		"$(awk -F'\t' -v g="$1" '$1 == g && $6 > m { m = $6 } END { print m + 0 }' "$results")" \
+		"$(awk -F'\t' -v g="$1" -v d="$DISTURBED" '$1 == g && $6 > d { n++ } END { print n + 0 }' "$results")"
+}
+
+# run_group GROUP CLIENTS "DEFINES" SCRIPT...: RUNS alternating rounds.  A
+# disturbed run is repeated (at most twice) and the least disturbed attempt
+# kept.
+retries=0
+run_group() {
+	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others
+	shift 3
+	local scripts=("$@")
+	for r in $(seq "$RUNS"); do
+		if [ $((r % 2)) -eq 1 ]; then
+			order=("${scripts[@]}")
+		else
+			order=()
+			for ((i = ${#scripts[@]} - 1; i >= 0; i--)); do order+=("${scripts[$i]}"); done
+		fi
+		for s in "${order[@]}"; do
+			best_others=""
+			for attempt in 0 1 2; do
+				if [ "$attempt" -gt 0 ]; then
+					[ "$retries" -lt "$RETRY_BUDGET" ] || break
+					retries=$((retries + 1))
+					wait_quiet 60
+				fi
+				# shellcheck disable=SC2086
+				pgbench_run "$s" "$clients" "$SECONDS_PER_RUN" $defines
+				check_locks "$s.sql"
+				if [ -z "$best_others" ] || [ "$run_others" -lt "$best_others" ]; then
+					best_tps=$run_tps best_ok=$run_ok best_others=$run_others
+				fi
+				[ "$run_others" -gt "$DISTURBED" ] || break
+			done
+			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$s" "$r" "$best_tps" "$best_ok" "$best_others" >>"$results"
+			runs_done=$((runs_done + 1))
+		done
+	done
+}
+
+# median_tps GROUP SCRIPT
+median_tps() {
+	awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s { print $4 }' "$results" | median
+}
+# median_ok GROUP SCRIPT: median share of transactions that got the lock
+median_ok() {
+	local v
+	v=$(awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $5 != "-" { print $5 }' "$results" | median) || { echo -; return; }
+	awk -v v="$v" 'BEGIN { printf "%.1f%%", v * 100 }'
+}
+# ratio GROUP A B: median over rounds of tps(A) / tps(B) in the same round
+ratio() {
+	awk -F'\t' -v g="$1" -v a="$2" -v b="$3" '
+		$1 == g && $2 == a { ta[$3] = $4 }
+		$1 == g && $2 == b { tb[$3] = $4 }
+		END { for (r in ta) if ((r in tb) && tb[r] > 0) printf "%.4f ", ta[r] / tb[r] }' "$results" | median
+}
+fmt_ratio() { awk -v r="$1" 'BEGIN { printf "%.2fx", r }'; }
+
+# show_group GROUP TITLE "A/B ...": tps per script, then the ratios
+show_group() {
+	local group=$1 title=$2 pairs=$3 s p
+	printf '\n  %s\n' "$title"
+	printf '    %-13s %12s %9s   %s\n' script "median tps" granted "tps of each round"
+	# shellcheck disable=SC2013 # script names are single words
+	for s in $(awk -F'\t' -v g="$group" '$1 == g && !seen[$2]++ { print $2 }' "$results"); do
+		printf '    %-13s %12.0f %9s   %s\n' "$s" "$(median_tps "$group" "$s")" "$(median_ok "$group" "$s")" \
+			"$(awk -F'\t' -v g="$group" -v s="$s" -v d="$DISTURBED" '$1 == g && $2 == s { printf "%.0f%s ", $4, ($6 > d ? "*" : "") }' "$results")"
+	done
+	for p in $pairs; do
+		printf '    %-28s %7s   %s\n' "${p%/*} / ${p#*/}" "$(fmt_ratio "$(ratio "$group" "${p%/*}" "${p#*/}")")" \
+			"$(awk -F'\t' -v g="$group" -v a="${p%/*}" -v b="${p#*/}" '
+				$1 == g && $2 == a { ta[$3] = $4 } $1 == g && $2 == b { tb[$3] = $4 }
+				END { for (r = 1; r in ta; r++) if (tb[r] > 0) printf "%.2f ", ta[r] / tb[r] }' "$results")"
+	done
+}
+
+# lockfence and advisory scripts of the same shape run next to each other
+LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try tbl_del tbl_upd"
+LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try lf_2rt/tbl_del lf_2rt/tbl_upd lf_try/tbl_del lf_try/tbl_upd"
+FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql"
+FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain"
+
+# key modes: name, keys, title
+lock_modes=("uncontended:$NKEYS:uncontended, random key of $NKEYS"
+	"contended:4:contended, random key of 4"
+	"single:1:one key")
+mode_clients() { # MODE: the client counts it runs with
+	local c
+	for c in $CLIENTS; do
+		[ "$1" = uncontended ] || [ "$c" -gt 1 ] && echo "$c"
+	done
+	return 0
+}
+
+if want locks; then
+	for m in "${lock_modes[@]}"; do
+		IFS=: read -r mode _ _ <<<"$m"
+		for c in $(mode_clients "$mode"); do
+			n=8
+			[ "$mode" = uncontended ] && n=9
+			runs_planned=$((runs_planned + n * RUNS))
+		done
+	done
+fi
+if want fence; then
+	for c in $CLIENTS; do runs_planned=$((runs_planned + 4 * RUNS)); done
+fi
+RETRY_BUDGET=$((runs_planned / 10))
+echo "  planned: $runs_planned pgbench runs of $SECONDS_PER_RUN s (about $((runs_planned * (SECONDS_PER_RUN * 10 + 2) / 600 + 1)) minutes in all, up to $RETRY_BUDGET runs more when other work disturbs them)"
+
+if want locks; then
+	heading "lock throughput (pgbench; median tps; ratios: median of per-round ratios)"
+	echo "  lf_* lockfence; adv_* pg_advisory_lock; tbl_del/tbl_upd table lease released by DELETE/UPDATE;"
+	echo "  2rt acquire and release as two statements, 1rt as one, try = try_acquire + release"
+	# warm-up: one short run of every script (caches, the pre-filled table)
+	for s in $LOCK_SCRIPTS select1; do
+		pgbench_run "$s" "$NCPU" 1 -D nkeys="$NKEYS"
+		check_locks "warm-up $s.sql"
+	done
+	for m in "${lock_modes[@]}"; do
+		IFS=: read -r mode nkeys title <<<"$m"
+		for c in $(mode_clients "$mode"); do
+			group_scripts=$LOCK_SCRIPTS
+			pairs=$LOCK_PAIRS
+			if [ "$mode" = uncontended ]; then
+				group_scripts+=" select1"
+				pairs+=" lf_2rt/select1 lf_1rt/select1 adv_2rt/select1 adv_1rt/select1"
+			fi
+			# shellcheck disable=SC2086
+			run_group "$mode/$c" "$c" "-D nkeys=$nkeys" $group_scripts
+			show_group "$mode/$c" "$title, $c clients" "$pairs"
+			progress "$mode/$c"
+			for p in $LOCK_PAIRS; do
+				a=${p%/*} b=${p#*/}
+				case $b in
+				adv_*) add_check locks "$mode c=$c $a / $b" "$(ratio "$mode/$c" "$a" "$b")" '>=' 0.95 x ;;
+				tbl_*)
+					# the like-for-like shape: with free keys both always
+					# succeed (lf_2rt); with contention the table lease is a
+					# try-lock, so compare it with try_acquire
+					if { [ "$mode" = uncontended ] && [ "$a" = lf_2rt ]; } ||
+						{ [ "$mode" != uncontended ] && [ "$a" = lf_try ]; }; then
+						add_check locks "$mode c=$c $a / $b" "$(ratio "$mode/$c" "$a" "$b")" '>=' 5 x
+					else
+						add_check locks "$mode c=$c $a / $b" "$(ratio "$mode/$c" "$a" "$b")" info 5 x
+					fi
+					;;
+				esac
+			done
+			if [ "$mode" = uncontended ]; then
+				for a in lf_2rt lf_1rt; do
+					add_check locks "$mode c=$c $a / select1" "$(ratio "$mode/$c" "$a" select1)" info - x
+				done
+			fi
+		done
+	done
+fi
+
+#---- Fence trigger ----
+
+if want fence; then
+	heading "fence trigger: random-row UPDATE of a $NROWS-row table (pgbench; median tps)"
+	out=$(sql -v nrows="$NROWS" -f "$tmp/scripts/fence_setup.sql") || fail "bench/fence_setup.sql failed"
+	read -r _ tokbase tokmax nleases <<<"$(grep '^tokbase ' <<<"$out")"
+	if [ "$nleases" != "$NROWS" ] || [ "$tokbase" != "$tokmax" ]; then
+		fail "the row leases' tokens are not tokbase + id (min $tokbase, max $tokmax, $nleases rows)"
+	fi
+	expected_locks=$NROWS
+	echo "  setup: one 2 h lease per row, lockfence.acquire('acct:' || id, '2 h'), taken in id order at the"
+	echo "  start of this section, token stored in the row; the UPDATE sets fence_token = $tokbase + id, the"
+	echo "  live token of the row's lock (the same values in all four tables), so lease mode accepts and pins it"
+	echo "  fence_plain: no trigger; fence_mono: fence_check('fence_token'); fence_lease: fence_check('fence_token',"
+	echo "  'acct:', 'id'); fence_plpgsql: the monotonic check in PL/pgSQL"
+	for s in $FENCE_SCRIPTS; do
+		pgbench_run "$s" "$NCPU" 1 -D nrows="$NROWS" -D tokbase="$tokbase"
+	done
+	for c in $CLIENTS; do
+		# shellcheck disable=SC2086
+		run_group "fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
+		show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
+		progress "fence/$c"
+		add_check fence "c=$c fence_mono / fence_plain" "$(ratio "fence/$c" fence_mono fence_plain)" '>=' 0.952 x
+		add_check fence "c=$c fence_lease / fence_plain" "$(ratio "fence/$c" fence_lease fence_plain)" '>=' 0.909 x
+		add_check fence "c=$c fence_mono / fence_plpgsql" "$(ratio "fence/$c" fence_mono fence_plpgsql)" '>' 1 x
+		add_check fence "c=$c fence_lease / fence_plpgsql" "$(ratio "fence/$c" fence_lease fence_plpgsql)" '>' 1 x
+		add_check fence "c=$c fence_plpgsql / fence_plain" "$(ratio "fence/$c" fence_plpgsql fence_plain)" info - x
+	done
+	released=$(sql -c "SELECT count(*) FILTER (WHERE lockfence.release('acct:' || id, fence_token)) FROM bench.acct_lease") ||
+		fail "could not release the row leases"
+	[ "$released" = "$NROWS" ] || fail "only $released of $NROWS row leases were still held at the end"
+	expected_locks=0
+	check_locks "the fence section"
+fi
+
+#---- In-process cost ----
+
+# inproc_ms SQL CHECK_RESULT CLEANUP: run SQL in a new session, timed with
+# psql's \timing; prints milliseconds.
+inproc_ms() {
+	local out ms
+	out=$(sql -c '\timing on' -c "$1" -c "$3") || fail "in-process query failed: $1"
+	[ "$(sed -n 1p <<<"$out")" = "$2" ] ||
+		fail "in-process query returned '$(sed -n 1p <<<"$out")', not $2: $1"
+	ms=$(sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n 1)
+	[ -n "$ms" ] || fail "no timing for: $1"
+	echo "$ms"
+}
+
+if want inproc; then
+	heading "in-process cost: $INPROC_N calls in one statement, new session each (ns per call; median of $RUNS)"
+	series="generate_series(1::bigint, $INPROC_N) i"
+	declare -A inproc_sql inproc_clean
+	inproc_sql[lf_try]="SELECT count(lockfence.try_acquire('k' || i, '1 min')) FROM $series"
+	inproc_clean[lf_try]="SELECT count(*) FILTER (WHERE lockfence.force_release('k' || i)) FROM $series"
+	inproc_sql[adv_try]="SELECT count(*) FILTER (WHERE pg_try_advisory_lock(i)) FROM $series"
+	inproc_clean[adv_try]="SELECT pg_advisory_unlock_all()"
+	inproc_sql[lf_pair]="SELECT count(*) FILTER (WHERE lockfence.release('k' || i, lockfence.try_acquire('k' || i, '1 min'))) FROM $series"
+	inproc_clean[lf_pair]="SELECT 1"
+	inproc_sql[adv_pair]="SELECT count(*) FILTER (WHERE CASE WHEN pg_try_advisory_lock(i) THEN pg_advisory_unlock(i) END) FROM $series"
+	inproc_clean[adv_pair]="SELECT 1"
+	inproc_sql[loop_lf]="SELECT count('k' || i) FROM $series"
+	inproc_clean[loop_lf]="SELECT 1"
+	inproc_sql[loop_adv]="SELECT count(*) FILTER (WHERE i > 0) FROM $series"
+	inproc_clean[loop_adv]="SELECT 1"
+	inproc_order=(lf_try adv_try lf_pair adv_pair loop_lf loop_adv)
+	declare -A inproc_ns
+	for r in $(seq "$RUNS"); do
+		for k in "${inproc_order[@]}"; do
+			ms=$(inproc_ms "${inproc_sql[$k]}" "$INPROC_N" "${inproc_clean[$k]}")
+			inproc_ns[$k]+="$(awk -v ms="$ms" -v n="$INPROC_N" 'BEGIN { printf "%.1f", ms * 1e6 / n }') "
+		done
+		check_locks "the in-process round $r"
+	done
+	declare -A inproc_med
+	for k in "${inproc_order[@]}"; do
+		inproc_med[$k]=$(median <<<"${inproc_ns[$k]}")
+	done
+	describe() {
+		case $1 in
+		lf_try) echo "lockfence.try_acquire('k' || i, '1 min')" ;;
+		adv_try) echo "pg_try_advisory_lock(i)" ;;
+		lf_pair) echo "lockfence.release(.., try_acquire(..))" ;;
+		adv_pair) echo "pg_try_advisory_lock + pg_advisory_unlock" ;;
+		loop_lf) echo "the loop alone, with 'k' || i" ;;
+		loop_adv) echo "the loop alone" ;;
+		esac
+	}
+	printf '    %-44s %8s   %s\n' call "ns/call" "each round"
+	for k in "${inproc_order[@]}"; do
+		printf '    %-44s %8.1f   %s\n' "$(describe "$k")" "${inproc_med[$k]}" "${inproc_ns[$k]}"
+	done
+	net_lf=$(awk -v a="${inproc_med[lf_try]}" -v b="${inproc_med[loop_lf]}" 'BEGIN { printf "%.1f", a - b }')
+	net_adv=$(awk -v a="${inproc_med[adv_try]}" -v b="${inproc_med[loop_adv]}" 'BEGIN { printf "%.1f", a - b }')
+	printf '    net of the loop: try_acquire %s ns, pg_try_advisory_lock %s ns\n' "$net_lf" "$net_adv"
+	inproc_ratio=$(awk -v a="${inproc_med[lf_try]}" -v b="${inproc_med[adv_try]}" 'BEGIN { printf "%.4f", a / b }')
+	add_check inproc "try_acquire ns / pg_try_advisory_lock ns" "$inproc_ratio" '<=' 1.5 x
+	add_check inproc "try_acquire ns per call" "${inproc_med[lf_try]}" info - ns
+	add_check inproc "pg_try_advisory_lock ns per call" "${inproc_med[adv_try]}" info - ns
+	add_check inproc "net of loop: try_acquire / pg_try_advisory_lock" \
+		"$(awk -v a="$net_lf" -v b="$net_adv" 'BEGIN { printf "%.4f", a / b }')" info - x
+	add_check inproc "release(try_acquire) / try_advisory+unlock" \
+		"$(awk -v a="${inproc_med[lf_pair]}" -v b="${inproc_med[adv_pair]}" 'BEGIN { printf "%.4f", a / b }')" info - x
+fi
+
+#---- Handoff latency ----
+
+if want handoff; then
+	heading "handoff latency on one contended lock: release -> waiter returns ($HANDOFF_N each, alternating)"
+	out=$(sql -F ' ' -c "
+		SELECT kind, count(*),
+		       round(percentile_cont(0.5) WITHIN GROUP (ORDER BY us)::numeric, 1),
+		       round(percentile_cont(0.9) WITHIN GROUP (ORDER BY us)::numeric, 1),
+		       round(min(us)::numeric, 1), round(max(us)::numeric, 1)
+		FROM bench.handoff($HANDOFF_N, 'host=$tmp port=$port dbname=bench')
+		GROUP BY kind ORDER BY kind DESC") || fail "the handoff measurement failed"
+	printf '    %-10s %6s %10s %10s %10s %10s\n' lock n "median us" "p90 us" "min us" "max us"
+	while read -r kind n p50 p90 min max; do
+		printf '    %-10s %6s %10s %10s %10s %10s\n' "$kind" "$n" "$p50" "$p90" "$min" "$max"
+		if [ "$kind" = lockfence ]; then
+			add_check handoff "lockfence median us" "$p50" '<=' 100 us
+			add_check handoff "lockfence p90 us" "$p90" info - us
+		else
+			add_check handoff "advisory median us (for comparison)" "$p50" info - us
+			add_check handoff "advisory p90 us" "$p90" info - us
+		fi
+	done <<<"$out"
+	check_locks "the handoff test"
+fi
+
+#---- Summary ----
+
+heading "SUMMARY"
+echo "  tuning: $TUNING"
+echo "  pgbench $PGBENCH_OPTS, $RUNS rounds x $SECONDS_PER_RUN s, clients $CLIENTS"
+awk -F'\t' -v d="$DISTURBED" -v r="$retries" '$6 > d { n++ } END {
+	printf "  %d pgbench runs repeated because other processes used more than %d%% of the CPU; %d of %d kept runs still were\n", r, d, n, NR }' "$results"
+echo "  waited $((WAIT_BUDGET_START - WAIT_BUDGET)) s in all for other work on the machine to calm down"
+if want locks; then
+	echo
+	echo "  lock throughput, median tps"
+	printf '  %-12s %4s' mode c
+	for s in $LOCK_SCRIPTS select1; do printf ' %9s' "$s"; done
+	echo
+	for m in "${lock_modes[@]}"; do
+		IFS=: read -r mode _ _ <<<"$m"
+		for c in $(mode_clients "$mode"); do
+			printf '  %-12s %4s' "$mode" "$c"
+			for s in $LOCK_SCRIPTS select1; do
+				v=$(median_tps "$mode/$c" "$s" || true)
+				if [ -n "$v" ]; then printf ' %9.0f' "$v"; else printf ' %9s' -; fi
+			done
+			echo
+		done
+	done
+	echo
+	echo "  share of transactions that got the lock (median; the rest found it taken), contended modes"
+	printf '  %-12s %4s' mode c
+	for s in lf_try tbl_del tbl_upd; do printf ' %9s' "$s"; done
+	echo
+	for m in "${lock_modes[@]}"; do
+		IFS=: read -r mode _ _ <<<"$m"
+		[ "$mode" = uncontended ] && continue
+		for c in $(mode_clients "$mode"); do
+			printf '  %-12s %4s' "$mode" "$c"
+			for s in lf_try tbl_del tbl_upd; do printf ' %9s' "$(median_ok "$mode/$c" "$s")"; done
+			echo
+		done
+	done
+fi
+if want fence; then
+	echo
+	echo "  fence trigger, median tps"
+	printf '  %-12s %4s' "" c
+	for s in fence_plain fence_mono fence_lease fence_plpgsql; do printf ' %13s' "$s"; done
+	echo
+	for c in $CLIENTS; do
+		printf '  %-12s %4s' "" "$c"
+		for s in fence_plain fence_mono fence_lease fence_plpgsql; do printf ' %13.0f' "$(median_tps "fence/$c" "$s")"; done
+		echo
+	done
+fi
+echo
+printf '  %-8s %-50s %10s  %-10s %s\n' section check value target result
+awk -F'\t' '
+	function show(v, unit) { return unit == "x" ? sprintf("%.2fx", v) : sprintf("%.1f %s", v, unit) }
+	{
+		section = $1; check = $2; value = $3; op = $4; target = $5; unit = $6
+		if (op == "info") { result = "info"; t = (target == "-") ? "" : "(" target (unit == "x" ? "x" : "") ")" }
+		else {
+			ok = (op == ">=") ? value >= target : (op == "<=") ? value <= target : (op == ">") ? value > target : value < target
+			result = ok ? "PASS" : "MISS"
+			t = op " " target (unit == "x" ? "x" : " " unit)
+			if (ok) pass++; else miss++
+		}
+		printf "  %-8s %-50s %10s  %-10s %s\n", section, check, show(value, unit), t, result
+	}
+	END { printf "\n  %d PASS, %d MISS (benchmarks do not fail the build)\n", pass, miss }' "$summary"
+elapsed=$(($(date +%s) - bench_started))
+printf '  measured in %d:%02d\n' $((elapsed / 60)) $((elapsed % 60))
