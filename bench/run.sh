@@ -134,19 +134,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A TCP port nothing listens on and no local socket file uses.
-pick_port() {
-	local port
-	for _ in $(seq 50); do
-		port=$((20000 + RANDOM % 30000))
-		[ -e "/tmp/.s.PGSQL.$port" ] || [ -e "/var/run/postgresql/.s.PGSQL.$port" ] && continue
-		timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && continue
-		echo "$port"
-		return 0
-	done
-	fail "no unused port found"
-}
-
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockfence-bench.XXXXXX")
 [ "$(id -u)" -eq 0 ] && chown "$TEST_USER" "$tmp"
 cd "$tmp" # the server's user may not be able to enter the source tree
@@ -154,7 +141,7 @@ cd "$tmp" # the server's user may not be able to enter the source tree
 run_pg mkdir "$tmp/scripts"
 cp "$src"/bench/*.sql "$src"/bench/locks/*.sql "$src"/bench/fence/*.sql "$tmp/scripts/"
 [ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER" "$tmp/scripts"
-port=$(pick_port)
+port=$(lf_pick_port) || fail "no unused port found"
 
 run_pg "$bindir/initdb" -D "$tmp/data" -A trust -E UTF8 --no-locale -N \
 	>"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; fail "initdb failed"; }

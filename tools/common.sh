@@ -33,3 +33,16 @@ lf_build_and_install() {
 lf_bindir() {
 	"$PG_CONFIG" --bindir
 }
+
+# A TCP port nothing listens on and no local socket file uses.
+lf_pick_port() {
+	local port
+	for _ in $(seq 50); do
+		port=$((20000 + RANDOM % 30000))
+		[ -e "/tmp/.s.PGSQL.$port" ] || [ -e "/var/run/postgresql/.s.PGSQL.$port" ] && continue
+		timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null && continue
+		echo "$port"
+		return 0
+	done
+	return 1
+}
