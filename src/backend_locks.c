@@ -179,6 +179,17 @@ lockfence_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
+/* Release this backend's locks, pins and wait when it exits. */
+static void
+arm_exit_callback(void)
+{
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(lockfence_backend_exit, (Datum) 0);
+		exit_callback_registered = true;
+	}
+}
+
 /* Called once from _PG_init. */
 void
 lockfence_backend_locks_init(void)
@@ -195,11 +206,7 @@ lockfence_backend_locks_init(void)
 void
 lockfence_remember_reserve(void)
 {
-	if (!exit_callback_registered)
-	{
-		before_shmem_exit(lockfence_backend_exit, (Datum) 0);
-		exit_callback_registered = true;
-	}
+	arm_exit_callback();
 
 	if (nheld >= prune_threshold)
 		prune_remembered();
@@ -290,11 +297,7 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 						   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
 						   HASH_CONTEXT);
 	}
-	if (!exit_callback_registered)
-	{
-		before_shmem_exit(lockfence_backend_exit, (Datum) 0);
-		exit_callback_registered = true;
-	}
+	arm_exit_callback();
 
 	/* allocate before pinning, so that remembering the pin cannot fail */
 	pin = hash_search_with_hash_value(pins, key, hashcode, HASH_ENTER, &found);

@@ -228,6 +228,7 @@ extern bool lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 								   uint64 token, uint64 *holder_token);
 
 /* sql_api.c */
+extern bool lockfence_is_admin(void);
 extern int64 lockfence_timeout_usecs(const Interval *span);
 
 /* fence_check.c */

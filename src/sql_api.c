@@ -29,6 +29,16 @@ PG_FUNCTION_INFO_V1(lockfence_is_held);
 PG_FUNCTION_INFO_V1(lockfence_force_release);
 PG_FUNCTION_INFO_V1(lockfence_pin);
 
+/* Superusers and members of lockfence_admin administer every lock. */
+bool
+lockfence_is_admin(void)
+{
+	Oid			admin_role = get_role_oid("lockfence_admin", true);
+
+	return superuser() ||
+		(OidIsValid(admin_role) && has_privs_of_role(GetUserId(), admin_role));
+}
+
 /*---- Argument checks ----*/
 
 static void
@@ -339,13 +349,10 @@ lockfence_force_release(PG_FUNCTION_ARGS)
 {
 	LockfenceKey key;
 	uint32		hashcode;
-	Oid			admin_role;
 
 	lockfence_check_loaded();
 
-	admin_role = get_role_oid("lockfence_admin", true);
-	if (!superuser() &&
-		!(OidIsValid(admin_role) && has_privs_of_role(GetUserId(), admin_role)))
+	if (!lockfence_is_admin())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to force-release a lockfence lock"),

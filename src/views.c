@@ -70,7 +70,6 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 	HASH_SEQ_STATUS status;
 	LockfenceEntry *entry;
 	TimestampTz now;
-	Oid			admin_role;
 	bool		sees_all_tokens;
 
 	lockfence_check_loaded();
@@ -99,9 +98,7 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 	for (int i = LOCKFENCE_NUM_PARTITIONS - 1; i >= 0; i--)
 		LWLockRelease(&lockfence_shared->locks[i].lock);
 
-	admin_role = get_role_oid("lockfence_admin", true);
-	sees_all_tokens = superuser() ||
-		(OidIsValid(admin_role) && has_privs_of_role(GetUserId(), admin_role));
+	sees_all_tokens = lockfence_is_admin();
 
 	for (int r = 0; r < nrows; r++)
 	{

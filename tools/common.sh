@@ -46,3 +46,9 @@ lf_pick_port() {
 	done
 	return 1
 }
+
+# Is the installed lockfence.so the one built in directory $1?  (A server
+# loads the installed library; concurrent checkouts install their own.)
+lf_installed_build_is() {
+	cmp -s "$1/lockfence.so" "$("$PG_CONFIG" --pkglibdir)/lockfence.so"
+}

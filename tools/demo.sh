@@ -117,9 +117,8 @@ server_started=1
 run_pg "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 30 start >/dev/null ||
 	fail "the server did not start"
 
-# The server loaded the installed library; make sure it is this tree's build
-# (another checkout may install its own lockfence at the same time).
-cmp -s "$src/lockfence.so" "$("$PG_CONFIG" --pkglibdir)/lockfence.so" ||
+# another checkout may have installed its own lockfence meanwhile
+lf_installed_build_is "$src" ||
 	fail "the installed lockfence.so is not the one built from $src"
 
 conninfo="host=$tmp port=$port dbname=postgres"
