@@ -73,7 +73,9 @@ want() { [[ " $ONLY " == *" $1 "* ]]; }
 # Server settings, the same for every run.  fsync stays on (the fence
 # trigger's UPDATEs and the table leases commit for real); synchronous_commit
 # = off takes the WAL flush out of the commit path, which helps only the
-# writing baselines (table leases), never lockfence's lock calls.  No
+# writing baselines (table leases), never lockfence's lock calls; the
+# uncontended table leases are measured once more with the default
+# synchronous_commit = on (group "durable"), as applications run them.  No
 # checkpoint falls into a run (max_wal_size, checkpoint_timeout; one
 # CHECKPOINT after setup).  JIT is off so it cannot distort the in-process
 # timings.  max_locks_per_transaction is sized below so that one session can
@@ -331,7 +333,7 @@ pgbench_run() {
 	t0=$(cpu_ticks)
 	w0=$(date +%s%N)
 	# shellcheck disable=SC2086
-	if ! PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
+	if ! PGOPTIONS="-c lock_timeout=30s $run_pgoptions" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
 		$PGBENCH_OPTS -c "$clients" -j "$jobs" -T "$secs" "$@" \
 		-f "$tmp/scripts/$script.sql" bench >"$out" 2>&1; then
 		cat "$out" >&2
@@ -359,6 +361,8 @@ pgbench_run() {
 		if (d < 0) print "-"; else printf "%.3f", d / n }')
 }
 
+# extra session settings of the runs of a group (PGOPTIONS syntax)
+run_pgoptions=""
 runs_done=0
 runs_planned=0
 bench_started=$(date +%s)
@@ -467,7 +471,7 @@ if want locks; then
 		IFS=: read -r mode _ _ <<<"$m"
 		for c in $(mode_clients "$mode"); do
 			n=8
-			[ "$mode" = uncontended ] && n=9
+			[ "$mode" = uncontended ] && n=$((9 + 3)) # + the durable group
 			runs_planned=$((runs_planned + n * RUNS))
 		done
 	done
@@ -520,6 +524,19 @@ if want locks; then
 			if [ "$mode" = uncontended ]; then
 				for a in lf_2rt lf_1rt; do
 					add_check locks "$mode c=$c $a / select1" "$(ratio "$mode/$c" "$a" select1)" info - x
+				done
+				# The table lease as deployed: PostgreSQL's default
+				# synchronous_commit = on, so each acquire and each release
+				# waits for its WAL flush.  lockfence writes no WAL, so the
+				# setting changes only the baseline.
+				run_pgoptions="-c synchronous_commit=on"
+				run_group "durable/$c" "$c" "-D nkeys=$nkeys" lf_2rt tbl_del tbl_upd
+				run_pgoptions=""
+				show_group "durable/$c" "$title, $c clients, synchronous_commit = on (the default)" \
+					"lf_2rt/tbl_del lf_2rt/tbl_upd"
+				progress "durable/$c"
+				for b in tbl_del tbl_upd; do
+					add_check locks "durable c=$c lf_2rt / $b" "$(ratio "durable/$c" lf_2rt "$b")" '>=' 5 x
 				done
 			fi
 		done

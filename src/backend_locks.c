@@ -51,6 +51,7 @@ typedef struct PinnedLease
 	LockfenceKey key;			/* hash key; must be first */
 	uint32		hashcode;
 	uint64		token;
+	LockfenceEntry *entry;		/* the pinned entry, which cannot move */
 } PinnedLease;
 
 static HTAB *pins = NULL;
@@ -68,7 +69,7 @@ unpin_all(void)
 	hash_seq_init(&status, pins);
 	while ((pin = hash_seq_search(&status)) != NULL)
 	{
-		lockfence_unpin_token(&pin->key, pin->hashcode, pin->token);
+		lockfence_unpin_entry(pin->entry, pin->hashcode, pin->token);
 		hash_search_with_hash_value(pins, &pin->key, pin->hashcode,
 									HASH_REMOVE, NULL);
 	}
@@ -307,7 +308,8 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 		*holder_token = pin->token;
 		return pin->token == token;
 	}
-	if (!lockfence_pin_token(key, hashcode, token, holder_token))
+	pin->entry = lockfence_pin_token(key, hashcode, token, holder_token);
+	if (pin->entry == NULL)
 	{
 		hash_search_with_hash_value(pins, key, hashcode, HASH_REMOVE, NULL);
 		return false;

@@ -445,10 +445,11 @@ lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode)
 
 /*
  * Pin token's lease for a writing transaction: from now until the matching
- * unpin it cannot expire or pass to anyone else.  False when token is not
- * the live holder; *holder_token is then the live holder's token, or 0.
+ * lockfence_unpin_entry() it cannot expire, pass to anyone else or be freed,
+ * so the entry stays where it is.  Returns the entry, or NULL when token is
+ * not the live holder; *holder_token is then the live holder's token, or 0.
  */
-bool
+LockfenceEntry *
 lockfence_pin_token(const LockfenceKey *key, uint32 hashcode, uint64 token,
 					uint64 *holder_token)
 {
@@ -484,26 +485,28 @@ lockfence_pin_token(const LockfenceKey *key, uint32 hashcode, uint64 token,
 	}
 	LWLockRelease(lock);
 	lockfence_wake_procs(wake, nwake);
-	return pinned;
+	return pinned ? entry : NULL;
 }
 
 /*
  * Drop a pin at the end of the writing transaction.  The last pin frees a
  * lock that was released, or whose lease ran out, meanwhile.
+ *
+ * entry is what lockfence_pin_token() returned: a pinned entry is never
+ * freed, so it needs no second hash lookup (which, in a large table, costs
+ * cache misses on every fenced transaction).  The token check only guards
+ * against a broken caller.
  */
 void
-lockfence_unpin_token(const LockfenceKey *key, uint32 hashcode, uint64 token)
+lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode, uint64 token)
 {
 	LWLock	   *lock = lockfence_partition_lock(hashcode);
 	int			wake[MAX_WAKE_PER_FREE];
 	int			nwake = 0;
-	LockfenceEntry *entry;
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
-	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
-										HASH_FIND, NULL);
-	if (entry != NULL && entry->token == token && entry->pins > 0 &&
-		--entry->pins == 0)
+	Assert(entry->token == token && entry->pins > 0);
+	if (entry->token == token && entry->pins > 0 && --entry->pins == 0)
 	{
 		TimestampTz now = GetCurrentTimestamp();
 

@@ -196,9 +196,10 @@ extern bool lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 extern bool lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode,
 									uint64 token);
 extern bool lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode);
-extern bool lockfence_pin_token(const LockfenceKey *key, uint32 hashcode,
-								uint64 token, uint64 *holder_token);
-extern void lockfence_unpin_token(const LockfenceKey *key, uint32 hashcode,
+extern LockfenceEntry *lockfence_pin_token(const LockfenceKey *key,
+										   uint32 hashcode, uint64 token,
+										   uint64 *holder_token);
+extern void lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode,
 								  uint64 token);
 extern bool lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now);
 extern void lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode,
