@@ -34,9 +34,9 @@ use lib $FindBin::RealBin;
 use LockfenceTest;
 
 my $CLIENTS = 8;
-# 10,400 operations; 320 under valgrind, where an operation takes a good
+# 10,400 operations; 800 under valgrind, where an operation takes a good
 # part of a second
-my $PER_CLIENT = normal_or_valgrind(1300, 40);
+my $PER_CLIENT = normal_or_valgrind(1300, 100);
 my $RESOURCES = 5;
 # leases (20 to 200 ms) and wait timeouts (10 to 100 ms), stretched under
 # valgrind to keep their proportions to a round trip

@@ -258,9 +258,14 @@ sql('SELECT pg_sleep(1.1)');    # the 1 s lease of the last part-1 case ends
 my $base = stats();
 note('before the churn: ' . explain($base));
 
+# Under valgrind a fresh backend spends tenths of a second planning the
+# blocked call and compiling c_acquire before its wait starts: a 50 ms
+# statement_timeout would fire before c_acquire's handler is in place.
+my $blocked_timeout = normal_or_valgrind('50ms', '2s');
+
 my $script = $node->basedir . '/churn.sql';
 open(my $fh, '>', $script) or die "could not write $script: $!";
-print $fh q{\set k random(1, 40)
+printf $fh q{\set k random(1, 40)
 \set m random(1, 20)
 \if :m <= 5
 SELECT lockfence.try_acquire('sb:' || :k, '30 ms', true);
@@ -275,10 +280,10 @@ SELECT c_acquire_xact('x:' || :k, 30);
 SELECT pg_sleep(0.002);
 COMMIT;
 \else
-SET statement_timeout = '50ms';
+SET statement_timeout = '%s';
 SELECT c_acquire('blocked', 20, 0, false);
 \endif
-};
+}, $blocked_timeout;
 close($fh);
 
 # every fifth connection or so waits for this one until statement_timeout
