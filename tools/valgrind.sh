@@ -12,8 +12,8 @@
 #    every backend it forks) is traced.  LOCKFENCE_VALGRIND=1 tells the
 #    tests; see t/LockfenceTest.pm for what they scale under valgrind.
 #
-# As root the servers run as $TEST_USER (postgres).  Takes about half an
-# hour on two CPUs.  While working on it: VALGRIND_PARTS ("regress tap" by
+# As root the servers run as $TEST_USER (postgres).  Takes about 20 minutes
+# on two CPUs (the TAP files 18 of them).  make test never runs this.  While working on it: VALGRIND_PARTS ("regress tap" by
 # default) picks the parts, VALGRIND_TAP_TESTS (a subset of t/*.pl) the TAP
 # files.
 set -euo pipefail
