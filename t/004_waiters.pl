@@ -33,7 +33,7 @@ sub holder_pid { return lock_columns($_[0], 'holder_pid'); }
 
 # ---- FIFO order, woken by release ----
 {
-	my $t0 = sql("SELECT lockfence.try_acquire('fifo', '30s')");
+	my $t0 = sql("SELECT lockfence.try_acquire('fifo', '@{[ival(30)]}')");
 	like($t0, qr/^\d+$/, 'fifo: holder took the lock with a 30 s lease');
 
 	# A gate (advisory lock) keeps the first waiter holding 'fifo' after it
@@ -49,7 +49,7 @@ sub holder_pid { return lock_columns($_[0], 'holder_pid'); }
 		push @wpid, $pid;
 		start_wait(
 			$s, qq{
-SELECT lockfence.acquire('fifo', '30s', '60s') AS tok \\gset
+SELECT lockfence.acquire('fifo', '@{[ival(30)]}', '@{[ival(60)]}') AS tok \\gset
 INSERT INTO wlog (who, tok, got_at) VALUES ('w$i', :tok, clock_timestamp());
 SELECT pg_advisory_lock(42);
 SELECT pg_advisory_unlock(42);
@@ -99,14 +99,14 @@ SELECT 'done=' || lockfence.release('fifo', :tok);
 	# Wake-ups are prompt: no waiting for the 30 s lease to run out.
 	my $d = secs_between("'$rel_at'::timestamptz",
 		"(SELECT got_at FROM wlog WHERE who = 'w1')");
-	cmp_ok($d, '<', 2, "fifo: first waiter woke soon after the release (${d}s)");
+	cmp_ok($d, '<', secs(2), "fifo: first waiter woke soon after the release (${d}s)");
 	for my $i (2 .. 4)
 	{
 		my $p = $i - 1;
 		$d = secs_between(
 			"(SELECT rel_at FROM wlog WHERE who = 'w$p')",
 			"(SELECT got_at FROM wlog WHERE who = 'w$i')");
-		cmp_ok($d, '<', 2,
+		cmp_ok($d, '<', secs(2),
 			"fifo: waiter $i woke soon after waiter $p released (${d}s)");
 	}
 	is(sql("SELECT count(*) FROM lockfence.locks WHERE name = 'fifo'"),
@@ -124,7 +124,7 @@ SELECT 'done=' || lockfence.release('fifo', :tok);
 		push @wpid, $pid;
 	}
 
-	my $t0 = sql("SELECT lockfence.try_acquire('exp', '2s')");
+	my $t0 = sql("SELECT lockfence.try_acquire('exp', '@{[ival(2)]}')");
 	my $end0 = sql(
 		"SELECT expires_at FROM lockfence.locks WHERE name = 'exp' AND token = $t0"
 	);
@@ -133,11 +133,11 @@ SELECT 'done=' || lockfence.release('fifo', :tok);
 	for my $i (1 .. 2)
 	{
 		# the first waiter takes a 1 s lease, and never releases either
-		my $lease = $i == 1 ? '1s' : '30s';
+		my $lease = $i == 1 ? ival(1) : ival(30);
 		my $s = $w[ $i - 1 ];
 		start_wait(
 			$s, qq{
-SELECT lockfence.acquire('exp', '$lease', '30s') AS tok \\gset
+SELECT lockfence.acquire('exp', '$lease', '@{[ival(30)]}') AS tok \\gset
 INSERT INTO wlog (who, tok, got_at, lease_end)
   VALUES ('e$i', :tok, clock_timestamp(),
           (SELECT expires_at FROM lockfence.locks
@@ -157,12 +157,12 @@ SELECT 'tok=' || :tok;
 	my $d = secs_between("'$end0'::timestamptz",
 		"(SELECT got_at FROM wlog WHERE who = 'e1')");
 	cmp_ok($d, '>=', 0, "exp: first waiter got it at or after the expiry (${d}s)");
-	cmp_ok($d, '<', 5, 'exp: and not long after');
+	cmp_ok($d, '<', secs(5), 'exp: and not long after');
 	$d = secs_between("(SELECT lease_end FROM wlog WHERE who = 'e1')",
 		"(SELECT got_at FROM wlog WHERE who = 'e2')");
 	cmp_ok($d, '>=', 0,
 		"exp: second waiter got it at or after the first one's expiry (${d}s)");
-	cmp_ok($d, '<', 5, 'exp: and not long after');
+	cmp_ok($d, '<', secs(5), 'exp: and not long after');
 
 	is(sql("SELECT lockfence.is_held('exp', $t0), lockfence.is_held('exp', $t1),
 	               lockfence.is_held('exp', $t2)"),
@@ -178,16 +178,17 @@ SELECT 'tok=' || :tok;
 {
 	my ($w1, $pid1) = session(on_error_stop => 0);
 	my ($w2, $pid2) = session();
-	my $t0 = sql("SELECT lockfence.try_acquire('hand', '3s')");
+	my $t0 = sql("SELECT lockfence.try_acquire('hand', '@{[ival(3)]}')");
 	my $end0 = sql(
 		"SELECT expires_at FROM lockfence.locks WHERE name = 'hand' AND token = $t0"
 	);
-	start_wait($w1, "SELECT lockfence.acquire('hand', '30s', '1s');");
+	start_wait($w1,
+		"SELECT lockfence.acquire('hand', '@{[ival(30)]}', '@{[ival(1)]}');");
 	wait_waiters('hand', 1, 'hand-over: first waiter (1 s timeout) is queued');
 	# no timer of its own worth mentioning: only the lease end can wake it
 	start_wait(
-		$w2, q{
-SELECT lockfence.acquire('hand', '30s', '20s') AS tok \gset
+		$w2, qq{
+SELECT lockfence.acquire('hand', '@{[ival(30)]}', '@{[ival(20)]}') AS tok \\gset
 SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 });
 	wait_waiters('hand', 2, 'hand-over: second waiter is queued');
@@ -198,7 +199,7 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	cmp_ok($t2, '>', $t0, 'hand-over: with a greater token');
 	my $d = secs_between("'$end0'::timestamptz", "'$at'::timestamptz");
 	cmp_ok($d, '>=', 0, "hand-over: at or after the lease end (${d}s)");
-	cmp_ok($d, '<', 5, 'hand-over: and not long after');
+	cmp_ok($d, '<', secs(5), 'hand-over: and not long after');
 	is(sql("SELECT lockfence.release('hand', $t2)"), 't', 'hand-over: released');
 	$_->quit for ($w1, $w2);
 }
@@ -219,7 +220,7 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	my ($s2, $pid2) = session();
 	start_wait($s2, "SELECT 'tok=' || lockfence.acquire('fr', '1h', '30s');");
 	wait_waiters('fr', 1, 'renew: waiter is queued');
-	is(sql("SELECT lockfence.renew('fr', $t1, '1s')"), 't',
+	is(sql("SELECT lockfence.renew('fr', $t1, '@{[ival(1)]}')"), 't',
 		'renew: lease shortened to 1 s');
 	my ($t2) = wait_out($s2, qr/tok=(\d+)/,
 		'renew: waiter got the lock when the shortened lease ran out');
@@ -298,7 +299,7 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	my $t0 = sql("SELECT lockfence.try_acquire('st', '1h')");
 	my ($w, $pid) = session(on_error_stop => 0);
 
-	$w->query_safe("SET statement_timeout = '2s'");
+	$w->query_safe("SET statement_timeout = '@{[ival(2)]}'");
 	start_wait($w, "SELECT lockfence.acquire('st', '1h', '0');");
 	wait_waiters('st', 1, 'statement_timeout: waiter is queued');
 	wait_err($w, qr/57014: canceling statement due to statement timeout/,
@@ -306,13 +307,13 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	wait_waiters('st', 0, 'statement_timeout: waiter left the queue');
 	$w->query("RESET statement_timeout");
 
-	start_wait($w, "SELECT lockfence.acquire('st', '1h', '2s');");
+	start_wait($w, "SELECT lockfence.acquire('st', '1h', '@{[ival(2)]}');");
 	wait_waiters('st', 1, 'acquire timeout: waiter is queued');
 	wait_err($w, qr/55P03: could not obtain lock "st"/,
 		'acquire timeout: 55P03 after the timeout');
 	wait_waiters('st', 0, 'acquire timeout: waiter left the queue');
 
-	$w->query("SET lockfence.wait_timeout = '2s'");
+	$w->query("SET lockfence.wait_timeout = '@{[ival(2)]}'");
 	start_wait($w, "SELECT lockfence.acquire('st', '1h');");
 	wait_waiters('st', 1, 'wait_timeout: waiter is queued');
 	wait_err($w, qr/55P03: could not obtain lock "st"/,

@@ -79,7 +79,7 @@ sub thaw_a
 sub paused_takeover
 {
 	my ($label) = @_;
-	my $ta = $A->query_safe("SELECT lockfence.acquire('account:1', '1 s')");
+	my $ta = $A->query_safe("SELECT lockfence.acquire('account:1', '@{[ival(1)]}')");
 	like($ta, qr/^\d+$/, "$label: A took account:1 for 1 s");
 	my $end_a = sql(
 		"SELECT expires_at FROM lockfence.locks WHERE name = 'account:1' AND token = $ta"
@@ -90,12 +90,12 @@ sub paused_takeover
 
 	# blocks until A's lease has run out
 	my ($tb, $got_at) = split /\|/, $B->query_safe(
-		q{SELECT t, clock_timestamp()
-		  FROM lockfence.acquire('account:1', '30 s', '20 s') AS t});
+		qq{SELECT t, clock_timestamp()
+		  FROM lockfence.acquire('account:1', '@{[ival(30)]}', '@{[ival(20)]}') AS t});
 	cmp_ok($tb, '>', $ta, "$label: B got the lock with a larger token");
 	my $d = secs_between("'$end_a'::timestamptz", "'$got_at'::timestamptz");
 	cmp_ok($d, '>=', 0, "$label: B got it at or after the end of A's lease (${d}s)");
-	cmp_ok($d, '<', 5, "$label: and not long after");
+	cmp_ok($d, '<', secs(5), "$label: and not long after");
 	is(lock_row('account:1'), "$tb|0|0", "$label: B holds the lock");
 	is(proc_state($apid), 'T', "$label: A's backend was stopped all along");
 	return ($ta, $tb);
@@ -183,7 +183,7 @@ sub paused_takeover
 {
 	my $before = row();
 	my ($mono0, $lease0) = split /\|/, rejections();
-	my $ta = $A->query_safe("SELECT lockfence.acquire('account:1', '1 s')");
+	my $ta = $A->query_safe("SELECT lockfence.acquire('account:1', '@{[ival(1)]}')");
 	$A->query_safe('BEGIN');
 	$A->query_safe(
 		"UPDATE accounts SET balance = 100, fence_token = $ta WHERE id = 1");
@@ -193,14 +193,14 @@ sub paused_takeover
 	freeze_a('pinned');
 
 	start_wait(
-		$B, q{
-SELECT 'tok=' || lockfence.acquire('account:1', '30 s', '20 s')
+		$B, qq{
+SELECT 'tok=' || lockfence.acquire('account:1', '@{[ival(30)]}', '@{[ival(20)]}')
        || ' at=' || clock_timestamp();
 });
 	wait_waiters('account:1', 1, 'pinned: B is queued');
 
 	# well past the end of A's 1 s lease
-	sql(q{SELECT pg_sleep_until(expires_at + interval '1.5 s')
+	sql(qq{SELECT pg_sleep_until(expires_at + interval '@{[ival(1.5)]}')
 	      FROM lockfence.locks WHERE name = 'account:1'});
 	is( sql(
 			"SELECT expires_at < now() FROM lockfence.locks WHERE name = 'account:1'"),
@@ -223,7 +223,7 @@ SELECT 'tok=' || lockfence.acquire('account:1', '30 s', '20 s')
 	my $d = secs_between("'$before_commit'::timestamptz",
 		"'$got_at'::timestamptz");
 	cmp_ok($d, '>=', 0, "pinned: not before A's COMMIT (${d}s)");
-	cmp_ok($d, '<', 2, 'pinned: and promptly after it');
+	cmp_ok($d, '<', secs(2), 'pinned: and promptly after it');
 	is(row(), "100|$ta", 'pinned: A\'s committed write is there');
 	is(lock_row('account:1'), "$tb|0|0",
 		'pinned: B holds the lock, no pins left');

@@ -52,7 +52,7 @@ sub start_acquire
 	my ($s, $name) = @_;
 	start_wait(
 		$s, qq{
-SELECT 'tok=' || lockfence.acquire('$name', '30 s', '20 s')
+SELECT 'tok=' || lockfence.acquire('$name', '@{[ival(30)]}', '@{[ival(20)]}')
        || ' at=' || clock_timestamp();});
 	return;
 }
@@ -64,7 +64,7 @@ sub lock_row { return lock_columns($_[0], 'token, pins, waiters'); }
 sub sleep_past_lease
 {
 	my ($name, $secs) = @_;
-	sql("SELECT pg_sleep_until(expires_at + interval '$secs s')
+	sql("SELECT pg_sleep_until(expires_at + interval '@{[ival($secs)]}')
 	     FROM lockfence.locks WHERE name = '$name'");
 	is( sql(
 			"SELECT expires_at < now() FROM lockfence.locks WHERE name = '$name'"),
@@ -88,7 +88,7 @@ sub ends_then_granted
 	cmp_ok($tq, '>', $old, "$label: with a larger token");
 	my $d = secs_between("'$before'::timestamptz", "'$at'::timestamptz");
 	cmp_ok($d, '>=', 0, "$label: not before the writer's transaction ended (${d}s)");
-	cmp_ok($d, '<', 2, "$label: and promptly after it");
+	cmp_ok($d, '<', secs(2), "$label: and promptly after it");
 	is(lock_row($name), "$tq|0|0", "$label: the waiter holds it, no pins left");
 	return $tq;
 }
@@ -97,7 +97,7 @@ sub ends_then_granted
 {
 	my ($w, $wpid) = session(on_error_stop => 0);
 	my ($q, $qpid) = session();
-	my $t = $w->query_safe("SELECT lockfence.acquire('account:1', '1 s')");
+	my $t = $w->query_safe("SELECT lockfence.acquire('account:1', '@{[ival(1)]}')");
 	$w->query_safe('BEGIN');
 	$w->query_safe(
 		"UPDATE accounts SET balance = 900, fence_token = $t WHERE id = 1");
@@ -139,7 +139,7 @@ sub ends_then_granted
 	my ($w, $wpid) = session();
 	my ($q, $qpid) = session();
 	# 2 s: time to queue the acquirer before the write
-	my $t = $w->query_safe("SELECT lockfence.acquire('account:2', '2 s')");
+	my $t = $w->query_safe("SELECT lockfence.acquire('account:2', '@{[ival(2)]}')");
 	start_acquire($q, 'account:2');
 	wait_waiters('account:2', 1, 'rollback: the acquirer is queued');
 	$w->query_safe('BEGIN');
@@ -210,7 +210,7 @@ for my $how ('release', 'force_release')
 {
 	my ($w, $wpid) = session();
 	my ($q, $qpid) = session();
-	my $t = $w->query_safe("SELECT lockfence.acquire('account:5', '1 s')");
+	my $t = $w->query_safe("SELECT lockfence.acquire('account:5', '@{[ival(1)]}')");
 	$w->query_safe('BEGIN');
 	$w->query_safe(
 		"UPDATE accounts SET balance = 0, fence_token = $t WHERE id = 5");
@@ -273,7 +273,7 @@ for my $how ('release', 'force_release')
 	my ($w1, $pid1) = session();
 	my ($w2, $pid2) = session();
 	my ($q, $qpid) = session();
-	my $t = sql("SELECT lockfence.acquire('account:7', '1 s')");
+	my $t = sql("SELECT lockfence.acquire('account:7', '@{[ival(1)]}')");
 	$w1->query_safe('BEGIN');
 	$w1->query_safe(
 		"INSERT INTO ledger (account, amount, fence_token) VALUES (7, 10, $t)");

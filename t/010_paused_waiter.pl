@@ -92,10 +92,10 @@ sub paused_first_waiter
 	like($t0, qr/^\d+$/, "$label: the lock is held ($lease lease)");
 	my $queued_at = sql('SELECT clock_timestamp()');
 	start_wait($w1,
-		"SELECT 'tok=' || lockfence.acquire('$name', '30 s', '$w1_timeout');");
+		"SELECT 'tok=' || lockfence.acquire('$name', '@{[ival(30)]}', '$w1_timeout');");
 	wait_waiters($name, 1, "$label: W1 is queued (timeout $w1_timeout)");
 	start_wait($w2,
-		"SELECT 'tok=' || lockfence.acquire('$name', '30 s', '30 s');");
+		"SELECT 'tok=' || lockfence.acquire('$name', '@{[ival(30)]}', '@{[ival(30)]}');");
 	wait_waiters($name, 2, "$label: W2 is queued behind W1");
 
 	freeze($w1pid, "$label: W1");
@@ -110,10 +110,10 @@ sub paused_first_waiter
 	my $label = 'A1 holder keeps it';
 	my $st0 = stats();
 	my ($t0, $w1, $w1pid, $w2, $w2pid, $dl) =
-	  paused_first_waiter('pw:1', '1 h', '2 s', $label);
+	  paused_first_waiter('pw:1', '1 h', ival(2), $label);
 
 	# well past W1's deadline
-	sql("SELECT pg_sleep_until('$dl'::timestamptz + interval '1.5 s')");
+	sql("SELECT pg_sleep_until('$dl'::timestamptz + interval '@{[ival(1.5)]}')");
 	is(sql("SELECT token, waiters FROM lockfence.locks WHERE name = 'pw:1'"), "$t0|2",
 		"$label: W1 is still in the queue while frozen (it cannot leave)");
 
@@ -153,16 +153,16 @@ sub paused_first_waiter
 	my $label = 'A2 released meanwhile';
 	my $st0 = stats();
 	my ($t0, $w1, $w1pid, $w2, $w2pid, $dl) =
-	  paused_first_waiter('pw:2', '1 h', '2 s', $label);
+	  paused_first_waiter('pw:2', '1 h', ival(2), $label);
 
-	sql("SELECT pg_sleep_until('$dl'::timestamptz + interval '1 s')");
+	sql("SELECT pg_sleep_until('$dl'::timestamptz + interval '@{[ival(1)]}')");
 	my $rel_at = sql('SELECT clock_timestamp()');
 	is(sql("SELECT lockfence.release('pw:2', $t0)"), 't',
 		"$label: holder released after W1's deadline, W1 still frozen");
 	my $during = lock_row('pw:2');
 	note("$label: lock while W1 is frozen (token|holder|waiters|pins): $during");
 	$fig{A2_view_while_frozen} = $during;
-	usleep(300_000);
+	usleep(int(secs(0.3) * 1_000_000));
 
 	thaw($w1pid, $label);
 	my ($kind, $what) = wait_outcome($w1);
@@ -215,13 +215,13 @@ sub paused_first_waiter
 	# W1's timeout (2.5 s) ends before the lease (4 s) does, and W1 is frozen
 	# before either.  Nobody touches the lock until W1 is thawed.
 	my ($t0, $w1, $w1pid, $w2, $w2pid, $dl) =
-	  paused_first_waiter('pw:3', '4 s', '2.5 s', $label);
+	  paused_first_waiter('pw:3', ival(4), ival(2.5), $label);
 	my $lease_end = sql(
 		"SELECT expires_at FROM lockfence.locks WHERE name = 'pw:3'");
 	cmp_ok(secs_between("'$dl'::timestamptz", "'$lease_end'::timestamptz"),
 		'>', 0, "$label: W1's deadline comes before the end of the lease");
 
-	sql("SELECT pg_sleep_until('$lease_end'::timestamptz + interval '1 s')");
+	sql("SELECT pg_sleep_until('$lease_end'::timestamptz + interval '@{[ival(1)]}')");
 	is(sql("SELECT count(*) FROM lockfence.locks WHERE name = 'pw:3'"),
 		'0', "$label: the expired lease is no longer shown as held");
 
@@ -250,7 +250,7 @@ sub paused_first_waiter
 		"$label: W2 gets the lock (it was second, sleeping on its own 30 s timer)");
 	my $d = secs_between("'$thaw_at'::timestamptz",
 		"(SELECT acquired_at FROM lockfence.locks WHERE name = 'pw:3')");
-	cmp_ok($d, '<', 3, "$label: W2 was granted promptly after W1 woke (${d}s)");
+	cmp_ok($d, '<', secs(3), "$label: W2 was granted promptly after W1 woke (${d}s)");
 	$fig{A3_w2_after_thaw} = $d;
 	cmp_ok($t2, '>', $w1_token // $t0, "$label: with the largest token");
 	is(lock_row('pw:3'), "$t2|$w2pid|0|0", "$label: W2 holds it, queue empty");
@@ -282,14 +282,14 @@ sub paused_holder
 	my ($h, $hpid) = session(on_error_stop => 0);
 	my ($w, $wpid) = session();
 
-	my $ta = $h->query_safe("SELECT lockfence.acquire('account:$id', '1 s')");
+	my $ta = $h->query_safe("SELECT lockfence.acquire('account:$id', '@{[ival(1)]}')");
 	my $end_a = sql(
 		"SELECT expires_at FROM lockfence.locks WHERE name = 'account:$id' AND token = $ta");
 	isnt($end_a, '', "$label: H took account:$id for 1 s");
 	$before_freeze->($h) if $before_freeze;
 	start_wait(
 		$w, qq{
-SELECT 'tok=' || lockfence.acquire('account:$id', '30 s', '20 s')
+SELECT 'tok=' || lockfence.acquire('account:$id', '@{[ival(30)]}', '@{[ival(20)]}')
        || ' at=' || clock_timestamp();
 });
 	wait_waiters("account:$id", 1, "$label: W is queued");
@@ -300,7 +300,7 @@ SELECT 'tok=' || lockfence.acquire('account:$id', '30 s', '20 s')
 	cmp_ok($tb, '>', $ta, "$label: with a larger token");
 	my $d = secs_between("'$end_a'::timestamptz", "'$got_at'::timestamptz");
 	cmp_ok($d, '>=', 0, "$label: at or after the end of H's lease (${d}s)");
-	cmp_ok($d, '<', 3, "$label: and promptly");
+	cmp_ok($d, '<', secs(3), "$label: and promptly");
 	$fig{"B_${id}_takeover_after_lease_end"} = $d;
 	is(lock_row("account:$id"), "$tb|$wpid|0|0", "$label: W holds the lock");
 	$w->query_safe(
@@ -383,9 +383,9 @@ SELECT 'tok=' || lockfence.acquire('account:$id', '30 s', '20 s')
 {
 	my $label = 'B3 nobody took over';
 	my ($h, $hpid) = session(on_error_stop => 0);
-	my $ta = $h->query_safe("SELECT lockfence.acquire('account:3', '1 s')");
+	my $ta = $h->query_safe("SELECT lockfence.acquire('account:3', '@{[ival(1)]}')");
 	freeze($hpid, $label);
-	sql(q{SELECT pg_sleep_until(expires_at + interval '0.5 s')
+	sql(qq{SELECT pg_sleep_until(expires_at + interval '@{[ival(0.5)]}')
 	      FROM lockfence.locks WHERE name = 'account:3'});
 	thaw($hpid, $label);
 	my $st0 = stats();

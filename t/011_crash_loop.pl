@@ -29,7 +29,13 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-my $CYCLES = 30;
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
+# 6 cycles under valgrind (each kind of victim twice), where a crash-restart
+# takes seconds; times are stretched there as in the other files
+my $CYCLES = normal_or_valgrind(30, 6);
 my $CLIENTS = 4;
 my $RESOURCES = 3;
 my $seed = $ENV{LOCKFENCE_TEST_SEED} // int(rand(1_000_000));
@@ -93,10 +99,11 @@ sub client_script
 		my $r = 1 + int(rand($RESOURCES));
 		# mostly short; now and then just past the 300 ms lease, so that the
 		# next holder may still be holding without having written yet
-		my $hold = rand() < 0.06 ? 0.31 + rand(0.03) : rand(0.05);
-		my $pause = rand(0.03);
+		my $hold =
+		  rand() < 0.06 ? secs(0.31) + rand(secs(0.03)) : rand(secs(0.05));
+		my $pause = rand(secs(0.03));
 		$s .= qq{\\unset tok
-SELECT tok, gat FROM acq($r, '300 ms', '1 s') \\gset
+SELECT tok, gat FROM acq($r, '@{[ival(0.3)]}', '@{[ival(1)]}') \\gset
 \\if :{?tok}
 \\echo G $c $cy $i $r :tok :gat
 SELECT pg_sleep($hold);
@@ -212,14 +219,14 @@ for my $cy (1 .. $CYCLES)
 	my $mon = $node->background_psql('postgres', on_error_stop => 0);
 
 	# let them run, then look for a victim of this cycle's kind
-	usleep(int(400_000 + rand(600_000)));
+	usleep(int(secs(0.4 + rand(0.6)) * 1_000_000));
 	my $want = $kill_kinds[ $cy % 3 ];
 	my ($pid, $kind);
 	for my $try (1 .. 100)
 	{
 		$pid = $mon->query($victim_sql{$want});
 		if ($pid =~ /^\d+$/) { $kind = $want; last; }
-		usleep(10_000);
+		usleep(int(secs(0.01) * 1_000_000));
 	}
 	unless (defined $kind)
 	{
@@ -245,7 +252,7 @@ for my $cy (1 .. $CYCLES)
 		$t_kill = time();
 		kill('KILL', $pid) if $pid =~ /^\d+$/;
 	}
-	if (!log_has(qr/all server processes terminated; reinitializing/, $offset, 60))
+	if (!log_has(qr/all server processes terminated; reinitializing/, $offset, secs(60)))
 	{
 		fail("cycle $cy: the server did not reinitialise after SIGKILL of $kind $pid");
 		last;

@@ -34,8 +34,14 @@ use lib $FindBin::RealBin;
 use LockfenceTest;
 
 my $CLIENTS = 8;
-my $PER_CLIENT = 1300;    # 10,400 operations
+# 10,400 operations; 800 under valgrind, where an operation takes a good
+# part of a second
+my $PER_CLIENT = normal_or_valgrind(1300, 100);
 my $RESOURCES = 5;
+# leases (20 to 200 ms) and wait timeouts (10 to 100 ms), stretched under
+# valgrind to keep their proportions to a round trip
+my ($LEASE_MIN, $LEASE_MAX) = (secs(20), secs(200));
+my ($TMO_MIN, $TMO_MAX) = (secs(10), secs(100));
 
 my $node = PostgreSQL::Test::Cluster->new('history');
 $node->init;
@@ -97,8 +103,8 @@ END \$\$;
 my $script = $node->basedir . '/history.sql';
 open(my $fh, '>', $script) or die "could not write $script: $!";
 print $fh qq{\\set r random(1, $RESOURCES)
-\\set lease random(20, 200)
-\\set tmo random(10, 100)
+\\set lease random($LEASE_MIN, $LEASE_MAX)
+\\set tmo random($TMO_MIN, $TMO_MAX)
 SELECT h_acquire(:r, :lease, :tmo) AS tok \\gset
 \\if :tok > 0
 SELECT value AS v FROM counters WHERE id = :r \\gset
@@ -130,7 +136,7 @@ is($processed, $CLIENTS * $PER_CLIENT, "all $processed operations ran");
 set_node($node);
 
 # leases are at most 200 ms: let them all end
-sql("SELECT pg_sleep(0.3)");
+sql("SELECT pg_sleep(@{[secs(0.3)]})");
 
 my ($accepted, $lf001, $timeouts, $grants) = split /\|/, sql(q{
 SELECT (SELECT count(*) FROM history),

@@ -93,14 +93,14 @@ for my $how ('cancel', 'statement_timeout', 'terminate')
 	my ($w1, $p1) = session(on_error_stop => 0);
 	my ($w2, $p2) = session(on_error_stop => 0);
 	# the lease ends 3 s from now; W2's own timeout is 30 s
-	my $t0 = sql("SELECT lockfence.try_acquire('$name', '3 s')");
+	my $t0 = sql("SELECT lockfence.try_acquire('$name', '@{[ival(3)]}')");
 	my $end0 = sql("SELECT expires_at FROM lockfence.locks WHERE name = '$name'");
-	$w1->query_safe("SET statement_timeout = '1 s'") if $how eq 'statement_timeout';
+	$w1->query_safe("SET statement_timeout = '@{[ival(1)]}'") if $how eq 'statement_timeout';
 	my $t_start = time();
-	start_wait($w1, "SELECT 'tok=' || lockfence.acquire('$name', '30 s', '30 s');");
+	start_wait($w1, "SELECT 'tok=' || lockfence.acquire('$name', '@{[ival(30)]}', '@{[ival(30)]}');");
 	wait_waiters($name, 1, "$label: W1 is queued");
 	start_wait($w2,
-		"SELECT 'tok=' || lockfence.acquire('$name', '30 s', '30 s') || ' at=' || clock_timestamp();");
+		"SELECT 'tok=' || lockfence.acquire('$name', '@{[ival(30)]}', '@{[ival(30)]}') || ' at=' || clock_timestamp();");
 	wait_waiters($name, 2, "$label: W2 is queued");
 
 	if ($how eq 'cancel')
@@ -114,7 +114,7 @@ for my $how ('cancel', 'statement_timeout', 'terminate')
 		wait_err($w1, qr/57014: canceling statement due to statement timeout/,
 			"$label: W1's wait is cut short by statement_timeout");
 		my $el = time() - $t_start;
-		cmp_ok($el, '<', 2.9, "$label: after about 1 s, before the lease ends (${el}s)");
+		cmp_ok($el, '<', secs(2.9), "$label: after about 1 s, before the lease ends (${el}s)");
 		$fig{statement_timeout_1s_waited} = sprintf('%.2f', $el);
 	}
 	else
@@ -138,7 +138,7 @@ for my $how ('cancel', 'statement_timeout', 'terminate')
 		"$label: W2 got the lock when the lease ran out");
 	my $d = secs_between("'$end0'::timestamptz", "'$at'::timestamptz");
 	cmp_ok($d, '>=', 0, "$label: at or after the end of the lease (${d}s)");
-	cmp_ok($d, '<', 3, "$label: promptly, not at its own 30 s timeout");
+	cmp_ok($d, '<', secs(3), "$label: promptly, not at its own 30 s timeout");
 	$fig{"${how}_then_next_waiter_after_lease_end"} = $d;
 	is(lock_row($name), "$t2|$p2|0", "$label: W2 holds the lock");
 	is(sql("SELECT lockfence.release('$name', $t2)"), 't', "$label: released");
@@ -161,20 +161,20 @@ for my $how ('cancel', 'statement_timeout', 'terminate')
 	# with a lockfence timeout: the wait lasts until that timeout
 	my $st0 = stats();
 	my $t_start = time();
-	start_wait($w, "SELECT lockfence.acquire('lt', '1 h', '2 s');");
+	start_wait($w, "SELECT lockfence.acquire('lt', '1 h', '@{[ival(2)]}');");
 	wait_waiters('lt', 1, "$label: W is queued with lock_timeout = 300ms and a 2 s timeout");
 	my ($err) = wait_err($w, qr/(ERROR:  \S+: .*)\n/, "$label: the wait ends with an error");
 	my $el = time() - $t_start;
 	like($err, qr/55P03: could not obtain lock "lt"/,
 		"$label: it is lockfence's 55P03 timeout");
-	cmp_ok($el, '>=', 1.9, "$label: after lockfence's 2 s, not lock_timeout's 300 ms (${el}s)");
+	cmp_ok($el, '>=', secs(1.9), "$label: after lockfence's 2 s, not lock_timeout's 300 ms (${el}s)");
 	$fig{lock_timeout_300ms_acquire_timeout_2s_waited} = sprintf('%.2f', $el);
 	stats_delta_is($st0, { waits => 1, wait_timeouts => 1 }, $label);
 
 	# without a lockfence timeout: the wait has no limit at all
 	start_wait($w, "SELECT 'tok=' || lockfence.acquire('lt', '1 h', '0');");
 	wait_waiters('lt', 1, "$label: W is queued with lock_timeout = 300ms and no lockfence timeout");
-	usleep(1_500_000);
+	usleep(int(secs(1.5) * 1_000_000));
 	ok(!has_output($w), "$label: W still waits 1.5 s later");
 	is(tok_waiters('lt'), "$t0|1", "$label: and is still queued");
 	is(sql("SELECT lockfence.release('lt', $t0)"), 't', "$label: holder released");
@@ -196,9 +196,9 @@ for my $how ('cancel', 'terminate')
 	my ($w1, $p1) = session(on_error_stop => 0);
 	my ($w2, $p2) = session(on_error_stop => 0);
 	my $t0 = sql("SELECT lockfence.try_acquire('$name', '1 h')");
-	start_wait($w1, "SELECT 'tok=' || lockfence.acquire('$name', '30 s', '30 s');");
+	start_wait($w1, "SELECT 'tok=' || lockfence.acquire('$name', '@{[ival(30)]}', '@{[ival(30)]}');");
 	wait_waiters($name, 1, "$label: W1 is queued");
-	start_wait($w2, "SELECT 'tok=' || lockfence.acquire('$name', '30 s', '30 s');");
+	start_wait($w2, "SELECT 'tok=' || lockfence.acquire('$name', '@{[ival(30)]}', '@{[ival(30)]}');");
 	wait_waiters($name, 2, "$label: W2 is queued");
 
 	freeze($p1, $label, check_kill => 0);
@@ -248,18 +248,24 @@ is(sql('SELECT count(*) FROM lockfence.locks WHERE expires_at > now() + interval
 	'0', 'part 1 left no long lease and no transaction lock');
 
 ########################################################################
-# Part 2: 10,000 connect / acquire / disconnect cycles
+# Part 2: 10,000 connect / acquire / disconnect cycles (300 under valgrind)
 ########################################################################
 
+# under valgrind a connection costs tenths of a second of CPU: 300 of them
 my $CLIENTS = 4;
-my $PER_CLIENT = 2500;
+my $PER_CLIENT = normal_or_valgrind(2500, 75);
 sql('SELECT pg_sleep(1.1)');    # the 1 s lease of the last part-1 case ends
 my $base = stats();
 note('before the churn: ' . explain($base));
 
+# Under valgrind a fresh backend spends tenths of a second planning the
+# blocked call and compiling c_acquire before its wait starts: a 50 ms
+# statement_timeout would fire before c_acquire's handler is in place.
+my $blocked_timeout = normal_or_valgrind('50ms', '2s');
+
 my $script = $node->basedir . '/churn.sql';
 open(my $fh, '>', $script) or die "could not write $script: $!";
-print $fh q{\set k random(1, 40)
+printf $fh q{\set k random(1, 40)
 \set m random(1, 20)
 \if :m <= 5
 SELECT lockfence.try_acquire('sb:' || :k, '30 ms', true);
@@ -274,10 +280,10 @@ SELECT c_acquire_xact('x:' || :k, 30);
 SELECT pg_sleep(0.002);
 COMMIT;
 \else
-SET statement_timeout = '50ms';
+SET statement_timeout = '%s';
 SELECT c_acquire('blocked', 20, 0, false);
 \endif
-};
+}, $blocked_timeout;
 close($fh);
 
 # every fifth connection or so waits for this one until statement_timeout

@@ -69,6 +69,8 @@ sub start_worker
 {
 	my ($name, @opts) = @_;
 	my $w = { name => $name, out => '', err => '' };
+	# under valgrind every time is stretched, the worker's give-up time too
+	push @opts, '--give-up', secs(30) if under_valgrind();
 	$w->{h} = IPC::Run::start(
 		[ $python, $worker, '--dsn', $dsn, '--name', $name, @opts ],
 		'<', \undef, '>', \$w->{out}, '2>', \$w->{err},
@@ -104,8 +106,8 @@ sub count_done
 
 # ---- 1. concurrent workers, one of them paused past its lease ----
 
-my @common = ('--lease', '2', '--acquire-timeout', '0.05', '--backoff',
-	'0.02', '--work', '0.08');
+my @common = ('--lease', secs(2), '--acquire-timeout', secs(0.05), '--backoff',
+	secs(0.02), '--work', secs(0.08));
 my @workers = (
 	(map { start_worker("alpha-$_", '--queue', 'alpha', '--items', '5', @common) }
 		  1 .. 3),
@@ -113,13 +115,13 @@ my @workers = (
 		  1 .. 2));
 # Works for 2.5 s under a 1.5 s lease: only the renewal thread keeps it.
 my $slow = start_worker('gamma-slow', '--queue', 'gamma', '--items', '1',
-	'--lease', '1.5', '--work', '2.5', '--steps', '25');
+	'--lease', secs(1.5), '--work', secs(2.5), '--steps', '25');
 # Paused before the write of its second item for 2.5 s, with a 1 s lease
 # that nobody renews meanwhile (the pause stops the renewal thread too).
 my $paused = start_worker(
 	'alpha-paused', '--queue', 'alpha', '--items', '3',
-	'--lease', '1', '--acquire-timeout', '0.05', '--backoff', '0.02',
-	'--work', '0.08', '--pause-at-item', '2', '--pause', '2.5');
+	'--lease', secs(1), '--acquire-timeout', secs(0.05), '--backoff', secs(0.02),
+	'--work', secs(0.08), '--pause-at-item', '2', '--pause', secs(2.5));
 
 my $busy = 0;
 for my $w (@workers)
@@ -155,11 +157,11 @@ count_done($p);
 
 # ---- 2. the lock is busy: 55P03, back off, retry ----
 
-my $held = sql("SELECT lockfence.acquire('queue:delta', '60 s')");
+my $held = sql("SELECT lockfence.acquire('queue:delta', '@{[ival(60)]}')");
 like($held, qr/^\d+$/, 'someone else holds queue:delta');
 my $timeouts = sql('SELECT wait_timeouts FROM lockfence.stats');
 my $dw = start_worker('delta-1', '--queue', 'delta', '--items', '1',
-	'--acquire-timeout', '0.2', '--backoff', '0.05');
+	'--acquire-timeout', secs(0.2), '--backoff', secs(0.05));
 ok( $node->poll_query_until(
 		'postgres', "SELECT wait_timeouts > $timeouts FROM lockfence.stats"),
 	'delta-1 waited for queue:delta and timed out');

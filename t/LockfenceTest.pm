@@ -12,6 +12,15 @@
 #
 # Helpers that check something (ok/is) take the label of the check; their
 # failures are reported at the caller's line.
+#
+# Under make valgrind (tools/valgrind.sh sets LOCKFENCE_VALGRIND=1) every
+# server runs under valgrind memcheck: a statement or a new connection
+# takes tenths of a second instead of milliseconds.  Leases, timeouts and
+# the margins of timing checks written with secs()/ival() are stretched
+# then by $TIME_SCALE (LOCKFENCE_TIME_SCALE, default 8), so that they keep
+# their proportions to the round trips a test makes between them; counts
+# written with normal_or_valgrind() are cut down.  In the normal run
+# (make test) both give exactly the figures written in the test.
 
 package LockfenceTest;
 
@@ -25,6 +34,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(
+  under_valgrind normal_or_valgrind secs ival
   set_node sql
   session failing start_wait wait_stream wait_out wait_err has_output
   finish_dead_session
@@ -34,6 +44,25 @@ our @EXPORT = qw(
 );
 
 my $node;
+
+my $VALGRIND = $ENV{LOCKFENCE_VALGRIND} ? 1 : 0;
+my $TIME_SCALE = $VALGRIND ? ($ENV{LOCKFENCE_TIME_SCALE} || 8) : 1;
+
+# Is this run under make valgrind?
+sub under_valgrind { return $VALGRIND; }
+
+# $normal in the normal run, $valgrind under make valgrind.
+sub normal_or_valgrind
+{
+	my ($normal, $valgrind) = @_;
+	return $VALGRIND ? $valgrind : $normal;
+}
+
+# $s seconds, stretched under make valgrind.
+sub secs { return $_[0] * $TIME_SCALE; }
+
+# The interval literal text of secs($s): ival(2) is '2 s' in the normal run.
+sub ival { return secs($_[0]) . ' s'; }
 
 # The node the helpers work on.
 sub set_node
