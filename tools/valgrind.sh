@@ -13,9 +13,9 @@
 #    tests; see t/LockfenceTest.pm for what they scale under valgrind.
 #
 # As root the servers run as $TEST_USER (postgres).  Takes about 20 minutes
-# on two CPUs (the TAP files 18 of them).  make test never runs this.  While working on it: VALGRIND_PARTS ("regress tap" by
-# default) picks the parts, VALGRIND_TAP_TESTS (a subset of t/*.pl) the TAP
-# files.
+# on two CPUs (the TAP files 18 of them).  make test never runs this.
+# While working on it: VALGRIND_PARTS ("regress tap" by default) picks the
+# parts, VALGRIND_TAP_TESTS (a subset of t/*.pl) the TAP files.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
