@@ -16,12 +16,9 @@ use FindBin;
 use lib $FindBin::RealBin;
 use LockfenceTest;
 
-my $node = PostgreSQL::Test::Cluster->new('tokens');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
-# keep the crash-restart cases about the postmaster's own behaviour
-$node->append_conf('postgresql.conf', "restart_after_crash = on");
-$node->start;
+# restart_after_crash: keep the crash-restart cases about the postmaster's
+# own behaviour
+my $node = start_preloaded_node('tokens', "restart_after_crash = on\n");
 $node->safe_psql('postgres', 'CREATE EXTENSION lockfence');
 set_node($node);
 

@@ -15,10 +15,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use LockfenceTest;
 
-my $node = PostgreSQL::Test::Cluster->new('scoped');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
-$node->start;
+my $node = start_preloaded_node('scoped');
 $node->safe_psql('postgres', 'CREATE EXTENSION lockfence');
 
 set_node($node);

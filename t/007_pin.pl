@@ -23,10 +23,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use LockfenceTest;
 
-my $node = PostgreSQL::Test::Cluster->new('pin');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
-$node->start;
+my $node = start_preloaded_node('pin');
 $node->safe_psql(
 	'postgres', q{
 CREATE EXTENSION lockfence;

@@ -29,10 +29,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use LockfenceTest;
 
-my $node = PostgreSQL::Test::Cluster->new('paused_waiter');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
-$node->start;
+my $node = start_preloaded_node('paused_waiter');
 $node->safe_psql(
 	'postgres', q{
 CREATE EXTENSION lockfence;

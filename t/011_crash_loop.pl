@@ -43,14 +43,10 @@ srand($seed);
 note("random seed $seed (set LOCKFENCE_TEST_SEED to repeat)");
 
 my $t_start = time();
-my $node = PostgreSQL::Test::Cluster->new('crash_loop');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'lockfence'
+my $node = start_preloaded_node(
+	'crash_loop', qq{
 restart_after_crash = on
 });
-$node->start;
 $node->safe_psql(
 	'postgres', qq{
 CREATE EXTENSION lockfence;

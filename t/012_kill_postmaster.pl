@@ -24,10 +24,7 @@ use FindBin;
 use lib $FindBin::RealBin;
 use LockfenceTest;
 
-my $node = PostgreSQL::Test::Cluster->new('kill_pm');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
-$node->start;
+my $node = start_preloaded_node('kill_pm');
 $node->safe_psql(
 	'postgres', q{
 CREATE EXTENSION lockfence;

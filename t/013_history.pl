@@ -43,14 +43,10 @@ my $RESOURCES = 5;
 my ($LEASE_MIN, $LEASE_MAX) = (secs(20), secs(200));
 my ($TMO_MIN, $TMO_MAX) = (secs(10), secs(100));
 
-my $node = PostgreSQL::Test::Cluster->new('history');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'lockfence'
+my $node = start_preloaded_node(
+	'history', qq{
 max_connections = 30
 });
-$node->start;
 $node->safe_psql(
 	'postgres', qq{
 CREATE EXTENSION lockfence;

@@ -36,15 +36,11 @@ use lib $FindBin::RealBin;
 use LockfenceTest;
 
 my $MAX_LOCKS = 64;
-my $node = PostgreSQL::Test::Cluster->new('interrupts');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'lockfence'
+my $node = start_preloaded_node(
+	'interrupts', qq{
 lockfence.max_locks = $MAX_LOCKS
 max_connections = 30
 });
-$node->start;
 $node->safe_psql(
 	'postgres', q{
 CREATE EXTENSION lockfence;

@@ -35,7 +35,7 @@ use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(
   under_valgrind normal_or_valgrind secs ival
-  set_node sql
+  start_preloaded_node set_node sql
   session failing start_wait wait_stream wait_out wait_err has_output
   finish_dead_session
   wait_waiters lock_columns stats stats_delta_is secs_between
@@ -63,6 +63,19 @@ sub secs { return $_[0] * $TIME_SCALE; }
 
 # The interval literal text of secs($s): ival(2) is '2 s' in the normal run.
 sub ival { return secs($_[0]) . ' s'; }
+
+# A new node, initialised and started with lockfence preloaded, plus the
+# postgresql.conf lines in $extra_conf.
+sub start_preloaded_node
+{
+	my ($name, $extra_conf) = @_;
+	my $new = PostgreSQL::Test::Cluster->new($name);
+	$new->init;
+	$new->append_conf('postgresql.conf',
+		"shared_preload_libraries = 'lockfence'\n" . ($extra_conf // ''));
+	$new->start;
+	return $new;
+}
 
 # The node the helpers work on.
 sub set_node

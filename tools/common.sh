@@ -1,5 +1,5 @@
-# Shared by tools/test.sh, tools/demo.sh and bench scripts: package install
-# and build steps.  Sourced, not run.
+# Shared by tools/test.sh, tools/demo.sh, tools/valgrind.sh and the bench
+# scripts: package install, build and test-setup steps.  Sourced, not run.
 
 PG_MAJOR=${PG_MAJOR:-15}
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
@@ -32,6 +32,13 @@ lf_build_and_install() {
 
 lf_bindir() {
 	"$PG_CONFIG" --bindir
+}
+
+# Copy the source tree $1 into directory $2, without git data and test
+# outputs: the test suites run in such a copy, owned by $TEST_USER.
+lf_copy_tree() {
+	tar -C "$1" --exclude=.git --exclude=test_output --exclude=test_input \
+		--exclude=tmp_check -cf - . | tar -C "$2" -xf -
 }
 
 # A TCP port nothing listens on and no local socket file uses.

@@ -27,8 +27,7 @@ fi
 
 # Run the suites as $TEST_USER in a private copy of the tree.
 work=$(mktemp -d /tmp/lockfence-test.XXXXXX)
-tar -C "$src" --exclude=.git --exclude=test_output --exclude=test_input \
-	--exclude=tmp_check -cf - . | tar -C "$work" -xf -
+lf_copy_tree "$src" "$work"
 chown -R "$TEST_USER" "$work"
 
 status=0

@@ -77,7 +77,7 @@ status=0
 # 1. pg_regress and isolation against one server under valgrind
 ########################################################################
 if [[ " $parts " == *" regress "* ]]; then
-	port=$((20000 + RANDOM % 20000))
+	port=$(lf_pick_port) || { echo "valgrind.sh: no unused port found" >&2; exit 1; }
 	cleanup() {
 		run_pg "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
 	}
@@ -146,8 +146,7 @@ if [[ " $parts " == *" tap "* ]]; then
 	# a private copy of the tree, as tools/test.sh does (tmp_check is
 	# written into it)
 	mkdir "$work/tree"
-	tar -C "$src" --exclude=.git --exclude=test_output --exclude=test_input \
-		--exclude=tmp_check -cf - . | tar -C "$work/tree" -xf -
+	lf_copy_tree "$src" "$work/tree"
 	[ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER" "$work"
 
 	# Timeouts: PG_TEST_TIMEOUT_DEFAULT (180 s) bounds every psql, poll and
