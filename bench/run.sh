@@ -159,7 +159,7 @@ run_pg "$bindir/initdb" -D "$tmp/data" -A trust -E UTF8 --no-locale -N \
 
 #---- Output helpers ----
 
-results=$tmp/results.tsv # group, script, round, tps, share granted, others' CPU %
+results=$tmp/results.tsv # group, script, round, tps, share granted, others' CPU %, CPU us/txn
 summary=$tmp/summary.tsv # section, check, value, op, target, unit
 : >"$results"
 : >"$summary"
@@ -301,10 +301,10 @@ wait_for_backends() {
 	fail "$n pgbench backends did not exit"
 }
 
-# CPU time used by other work on the machine (other test suites...) during
-# a run: the machine's busy time minus what our server (the postmaster, its
-# live children, and its exited children) and this shell's children
-# (pgbench, psql) used, in clock ticks.
+# CPU time, in clock ticks, as two numbers: what other work on the machine
+# (other test suites...) used, that is the machine's busy time minus ours;
+# and ours: what our server (the postmaster, its live children, and its
+# exited children) and this shell's children (pgbench, psql) used.
 HZ=$(getconf CLK_TCK)
 cpu_ticks() {
 	local pm
@@ -318,12 +318,13 @@ cpu_ticks() {
 		{ sub(/^.*\) /, ""); utime = $12; stime = $13; cutime = $14; cstime = $15; pid_line++
 		  if (pid_line <= 2) ours += utime + stime + cutime + cstime	# postmaster, this shell
 		  else ours += utime + stime }
-		END { print machine - ours }'
+		END { print machine - ours, ours }'
 }
 
 # pgbench_run SCRIPT CLIENTS SECONDS DEFINES...: one run; sets run_tps,
 # run_ok (the share of transactions that got the lock, "-" when unknown)
-# and run_others (% of the machine's CPU that other work used meanwhile)
+# run_others (% of the machine's CPU that other work used meanwhile) and
+# run_cpu_us (CPU time of the server and pgbench per transaction, in µs)
 pgbench_run() {
 	local script=$1 clients=$2 secs=$3 jobs out before after txns t0 t1 w0 w1
 	shift 3
@@ -348,8 +349,10 @@ pgbench_run() {
 	wait_for_backends
 	w1=$(date +%s%N)
 	t1=$(cpu_ticks)
-	run_others=$(awk -v a="$t0" -v b="$t1" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
+	run_others=$(awk -v a="${t0% *}" -v b="${t1% *}" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
 		'BEGIN { v = 100 * (b - a) / (w / 1e9 * hz * n); printf "%.0f", v < 0 ? 0 : v }')
+	run_cpu_us=$(awk -v a="${t0#* }" -v b="${t1#* }" -v hz="$HZ" -v n="$txns" \
+		'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }')
 	after=$(counters)
 	run_ok=$(awk -v s="$script" -v b="$before" -v a="$after" -v n="$txns" 'BEGIN {
 		split(b, x, " "); split(a, y, " ")
@@ -379,7 +382,7 @@ progress() {
 # kept.
 retries=0
 run_group() {
-	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others
+	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others best_cpu
 	shift 3
 	local scripts=("$@")
 	for r in $(seq "$RUNS"); do
@@ -401,11 +404,11 @@ run_group() {
 				pgbench_run "$s" "$clients" "$SECONDS_PER_RUN" $defines
 				check_locks "$s.sql"
 				if [ -z "$best_others" ] || [ "$run_others" -lt "$best_others" ]; then
-					best_tps=$run_tps best_ok=$run_ok best_others=$run_others
+					best_tps=$run_tps best_ok=$run_ok best_others=$run_others best_cpu=$run_cpu_us
 				fi
 				[ "$run_others" -gt "$DISTURBED" ] || break
 			done
-			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$s" "$r" "$best_tps" "$best_ok" "$best_others" >>"$results"
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$s" "$r" "$best_tps" "$best_ok" "$best_others" "$best_cpu" >>"$results"
 			runs_done=$((runs_done + 1))
 		done
 	done
@@ -421,6 +424,12 @@ median_ok() {
 	v=$(awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $5 != "-" { print $5 }' "$results" | median) || { echo -; return; }
 	awk -v v="$v" 'BEGIN { printf "%.1f%%", v * 100 }'
 }
+# median_cpu GROUP SCRIPT: median CPU time (server and pgbench) per
+# transaction, in µs; clock-tick resolution, so meaningful for runs of
+# thousands of transactions
+median_cpu() {
+	awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $7 != "-" { print $7 }' "$results" | median || echo -
+}
 # ratio GROUP A B: median over rounds of tps(A) / tps(B) in the same round
 ratio() {
 	awk -F'\t' -v g="$1" -v a="$2" -v b="$3" '
@@ -434,10 +443,11 @@ fmt_ratio() { awk -v r="$1" 'BEGIN { printf "%.2fx", r }'; }
 show_group() {
 	local group=$1 title=$2 pairs=$3 s p
 	printf '\n  %s\n' "$title"
-	printf '    %-13s %12s %9s   %s\n' script "median tps" granted "tps of each round"
+	printf '    %-13s %12s %9s %10s   %s\n' script "median tps" granted "CPU us/tx" "tps of each round"
 	# shellcheck disable=SC2013 # script names are single words
 	for s in $(awk -F'\t' -v g="$group" '$1 == g && !seen[$2]++ { print $2 }' "$results"); do
-		printf '    %-13s %12.0f %9s   %s\n' "$s" "$(median_tps "$group" "$s")" "$(median_ok "$group" "$s")" \
+		printf '    %-13s %12.0f %9s %10s   %s\n' "$s" "$(median_tps "$group" "$s")" "$(median_ok "$group" "$s")" \
+			"$(median_cpu "$group" "$s")" \
 			"$(awk -F'\t' -v g="$group" -v s="$s" -v d="$DISTURBED" '$1 == g && $2 == s { printf "%.0f%s ", $4, ($6 > d ? "*" : "") }' "$results")"
 	done
 	for p in $pairs; do
@@ -571,6 +581,11 @@ if want fence; then
 		add_check fence "c=$c fence_mono / fence_plpgsql" "$(ratio "fence/$c" fence_mono fence_plpgsql)" '>' 1 x
 		add_check fence "c=$c fence_lease / fence_plpgsql" "$(ratio "fence/$c" fence_lease fence_plpgsql)" '>' 1 x
 		add_check fence "c=$c fence_plpgsql / fence_plain" "$(ratio "fence/$c" fence_plpgsql fence_plain)" info - x
+		for s in fence_mono fence_lease fence_plpgsql; do
+			add_check fence "c=$c CPU/tx $s / fence_plain" \
+				"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
+					'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
+		done
 	done
 	released=$(sql -c "SELECT count(*) FILTER (WHERE lockfence.release('acct:' || id, fence_token)) FROM bench.acct_lease") ||
 		fail "could not release the row leases"
