@@ -11,6 +11,9 @@
 #             pg_try_advisory_lock;
 #   handoff   the time from a release to the waiter's return;
 #   shmem     shared memory per lock-table slot;
+#   profile   (not run by default) where the fence trigger's CPU time goes:
+#             a timer-sampled perf profile of the plain, monotonic and
+#             lease-mode UPDATE at the largest client count;
 #
 # then prints a summary with the targets of the issue, marked PASS or MISS.
 # Benchmarks do not fail the build: the exit status is 0 unless something
@@ -31,7 +34,8 @@
 #   BENCH_ROWS      rows of the fence-trigger table (default 100000)
 #   BENCH_INPROC_N  calls per in-process measurement (default 1000000)
 #   BENCH_HANDOFF_N handoffs per lock kind (default 100)
-#   BENCH_ONLY      sections to run (default "shmem locks fence inproc handoff")
+#   BENCH_ONLY      sections to run (default "shmem locks fence inproc handoff";
+#                   "profile" needs root and installs linux-perf)
 #   BENCH_WAIT_IDLE seconds to wait, before measuring, for the machine to be
 #                   idle (under 10% CPU busy over 2 s; default 0: do not wait)
 #   BENCH_QUICK=1   a 1-2 minute smoke run: 1 s runs, 1 round, clients "8",
@@ -97,6 +101,10 @@ PGBENCH_OPTS="-n -M prepared" # no vacuum (our tables), prepared statements
 
 #---- Build, install ----
 
+if want profile; then
+	[ "$(id -u)" -eq 0 ] || { echo "bench: the profile section samples the whole machine and must run as root" >&2; exit 2; }
+	LF_PACKAGES="$LF_PACKAGES linux-perf"
+fi
 lf_install_packages
 lf_build_and_install
 bindir=$(lf_bindir)
@@ -555,7 +563,48 @@ fi
 
 #---- Fence trigger ----
 
-if want fence; then
+# profile_fence TOKBASE: one pgbench run per fence script at the largest
+# client count, the whole machine sampled by the CPU timer meanwhile (perf
+# record -e cpu-clock: needs no hardware counters, so it works in VMs
+# without them).  Prints, as shares of all samples and as µs per
+# transaction, the time spent under the fence trigger and its parts, and
+# in every lookup of a shared hash table (the buffer mapping's included).
+PROFILE_SYMBOLS="lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"
+profile_fence() {
+	local tokbase=$1 c s jobs data share
+	c=$(echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -n 1)
+	jobs=$((c < NCPU ? c : NCPU))
+	heading "profile: fence scripts at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
+	echo "  share of all samples spent in each function and its callees; µs per transaction = share x CPUs / tps"
+	printf '    %-13s %8s %8s' script tps samples
+	for sym in $PROFILE_SYMBOLS; do printf ' %22.22s' "$sym"; done
+	echo
+	for s in fence_plain fence_mono fence_lease; do
+		data=$tmp/perf.$s
+		# shellcheck disable=SC2086
+		PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" $PGBENCH_OPTS \
+			-c "$c" -j "$jobs" -T $((SECONDS_PER_RUN + 2)) -D nrows="$NROWS" -D tokbase="$tokbase" \
+			-f "$tmp/scripts/$s.sql" bench >"$tmp/pgbench.out" 2>&1 &
+		sleep 1
+		perf record -q -e cpu-clock -F 1999 -a -g -o "$data" -- sleep "$SECONDS_PER_RUN" >/dev/null 2>&1 ||
+			fail "perf record failed"
+		wait $! || { cat "$tmp/pgbench.out" >&2; fail "pgbench $s.sql failed during the profile"; }
+		wait_for_backends
+		perf report -i "$data" --children --sort sym -g none 2>/dev/null >"$data.txt" ||
+			fail "perf report failed"
+		printf '    %-13s %8.0f %8s' "$s" "$(awk '/^tps = / { print $3 }' "$tmp/pgbench.out")" \
+			"$(awk '/^# Samples: / { print $3; exit }' "$data.txt")"
+		for sym in $PROFILE_SYMBOLS; do
+			share=$(awk -v sym="$sym" '!/^#/ && $NF == sym { sub(/%/, "", $1); print $1; exit }' "$data.txt")
+			printf ' %13s %-8s' "${share:-0}%" \
+				"$(awk -v p="${share:-0}" -v n="$NCPU" -v t="$(awk '/^tps = / { print $3 }' "$tmp/pgbench.out")" \
+					'BEGIN { printf "%.2fus", p / 100 * n / t * 1e6 }')"
+		done
+		echo
+	done
+}
+
+if want fence || want profile; then
 	heading "fence trigger: random-row UPDATE of a $NROWS-row table (pgbench; median tps)"
 	out=$(sql -v nrows="$NROWS" -f "$tmp/scripts/fence_setup.sql") || fail "bench/fence_setup.sql failed"
 	read -r _ tokbase tokmax nleases <<<"$(grep '^tokbase ' <<<"$out")"
@@ -568,10 +617,11 @@ if want fence; then
 	echo "  live token of the row's lock (the same values in all four tables), so lease mode accepts and pins it"
 	echo "  fence_plain: no trigger; fence_mono: fence_check('fence_token'); fence_lease: fence_check('fence_token',"
 	echo "  'acct:', 'id'); fence_plpgsql: the monotonic check in PL/pgSQL"
-	for s in $FENCE_SCRIPTS; do
+	for s in $FENCE_SCRIPTS; do # warm-up
 		pgbench_run "$s" "$NCPU" 1 -D nrows="$NROWS" -D tokbase="$tokbase"
 	done
 	for c in $CLIENTS; do
+		want fence || break # profile only
 		# shellcheck disable=SC2086
 		run_group "fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
 		show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
@@ -587,6 +637,7 @@ if want fence; then
 					'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
 		done
 	done
+	want profile && profile_fence "$tokbase"
 	released=$(sql -c "SELECT count(*) FILTER (WHERE lockfence.release('acct:' || id, fence_token)) FROM bench.acct_lease") ||
 		fail "could not release the row leases"
 	[ "$released" = "$NROWS" ] || fail "only $released of $NROWS row leases were still held at the end"
