@@ -212,8 +212,8 @@ initialise_tokens(LockfenceTokenState *ts)
 void
 lockfence_token_prepare(void)
 {
-	LockfenceTokenState *ts = &lockfence_shared->tokens;
-	LWLock	   *token_lock = &lockfence_shared->locks[LOCKFENCE_NUM_PARTITIONS].lock;
+	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
+	LWLock	   *token_lock = lockfence_token_lock();
 
 	if (((volatile LockfenceTokenState *) ts)->ready)
 		return;
@@ -228,7 +228,7 @@ lockfence_token_prepare(void)
 static uint64
 extend_durable_block(LockfenceTokenState *ts, uint64 seq)
 {
-	LWLock	   *token_lock = &lockfence_shared->locks[LOCKFENCE_NUM_PARTITIONS].lock;
+	LWLock	   *token_lock = lockfence_token_lock();
 	uint64		limit;
 
 	LWLockAcquire(token_lock, LW_EXCLUSIVE);
@@ -258,7 +258,7 @@ extend_durable_block(LockfenceTokenState *ts, uint64 seq)
 uint64
 lockfence_token_next(void)
 {
-	LockfenceTokenState *ts = &lockfence_shared->tokens;
+	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
 	uint64		seq;
 
 	if (unlikely(!((volatile LockfenceTokenState *) ts)->ready))

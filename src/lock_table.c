@@ -545,7 +545,7 @@ lockfence_reclaim_expired(void)
 				  lockfence_shared->nwaiter_slots);
 
 	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
-		LWLockAcquire(&lockfence_shared->locks[i].lock, LW_EXCLUSIVE);
+		LWLockAcquire(lockfence_partition_lock_by_index(i), LW_EXCLUSIVE);
 
 	now = GetCurrentTimestamp();
 	hash_seq_init(&status, lockfence_hash);
@@ -562,7 +562,7 @@ lockfence_reclaim_expired(void)
 	}
 
 	for (int i = LOCKFENCE_NUM_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&lockfence_shared->locks[i].lock);
+		LWLockRelease(lockfence_partition_lock_by_index(i));
 
 	lockfence_wake_procs(wake, nwake);
 	pfree(wake);

@@ -131,15 +131,38 @@ typedef struct LockfenceTokenState
 	bool		ready;			/* state file read and bumped since startup */
 } LockfenceTokenState;
 
-/* The whole shared state, allocated once by shmem.c. */
+/*
+ * The token state is written by every grant, and each partition's counters
+ * by every grant and release in that partition, from every CPU: each gets a
+ * cache line of its own, so that they do not slow down readers of their
+ * neighbours (false sharing).
+ */
+typedef union LockfenceTokenStatePadded
+{
+	LockfenceTokenState state;
+	char		pad[PG_CACHE_LINE_SIZE];
+} LockfenceTokenStatePadded;
+
+typedef union LockfencePartitionStatsPadded
+{
+	LockfencePartitionStats counters;
+	char		pad[PG_CACHE_LINE_SIZE];
+} LockfencePartitionStatsPadded;
+
+/*
+ * The whole shared state, allocated once by shmem.c (cache-line aligned, as
+ * all shared memory is).
+ */
 typedef struct LockfenceShared
 {
+	LockfenceTokenStatePadded tokens;
+	LockfencePartitionStatsPadded stats[LOCKFENCE_NUM_PARTITIONS];
+	/* set at startup; backends use their own copies (shmem.c) */
 	LWLockPadded *locks;		/* the partition locks, then the token lock */
-	LockfenceTokenState tokens;
-	LockfencePartitionStats stats[LOCKFENCE_NUM_PARTITIONS];
-	pg_atomic_uint64 monotonic_rejections;	/* fence trigger, counted */
-	pg_atomic_uint64 lease_rejections;	/* without a lock (rare events) */
 	int			nwaiter_slots;
+	/* rare events */
+	pg_atomic_uint64 monotonic_rejections;	/* fence trigger, counted */
+	pg_atomic_uint64 lease_rejections;	/* without a lock */
 	LockfenceWaiter waiters[FLEXIBLE_ARRAY_MEMBER];
 } LockfenceShared;
 
@@ -159,6 +182,8 @@ extern uint32 lockfence_key_hash_callback(const void *key, Size keysize);
 extern int	lockfence_key_match_callback(const void *key1, const void *key2,
 										 Size keysize);
 extern LWLock *lockfence_partition_lock(uint32 hashcode);
+extern LWLock *lockfence_partition_lock_by_index(int partition);
+extern LWLock *lockfence_token_lock(void);
 extern LockfencePartitionStats *lockfence_partition_stats(uint32 hashcode);
 extern int	lockfence_my_procno(void);
 

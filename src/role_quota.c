@@ -24,18 +24,24 @@
 
 #define ROLE_SLOTS 4096			/* power of 2 */
 
-typedef struct RoleCounter
+/*
+ * Slot i counts role[i]'s locks in held[i].  The owners are written once and
+ * then only read, so they are kept apart from the counts, which every grant
+ * and release writes: finding a role's slot then reads cache lines that
+ * other CPUs do not keep invalidating.
+ */
+typedef struct RoleCounters
 {
-	pg_atomic_uint32 role;		/* InvalidOid while free */
-	pg_atomic_uint32 held;
-} RoleCounter;
+	pg_atomic_uint32 role[ROLE_SLOTS];	/* InvalidOid while free */
+	pg_atomic_uint32 held[ROLE_SLOTS];
+} RoleCounters;
 
-static RoleCounter *role_counters = NULL;
+static RoleCounters *role_counters = NULL;
 
 Size
 lockfence_role_quota_shmem_size(void)
 {
-	return mul_size(ROLE_SLOTS, sizeof(RoleCounter));
+	return sizeof(RoleCounters);
 }
 
 /* Runs in the postmaster with AddinShmemInitLock held. */
@@ -51,34 +57,35 @@ lockfence_role_quota_shmem_init(void)
 	{
 		for (int i = 0; i < ROLE_SLOTS; i++)
 		{
-			pg_atomic_init_u32(&role_counters[i].role, InvalidOid);
-			pg_atomic_init_u32(&role_counters[i].held, 0);
+			pg_atomic_init_u32(&role_counters->role[i], InvalidOid);
+			pg_atomic_init_u32(&role_counters->held[i], 0);
 		}
 	}
 }
 
-/* The role's counter, claiming a free slot when claim is set. */
-static RoleCounter *
+/* The role's count, claiming a free slot when claim is set. */
+static pg_atomic_uint32 *
 find_counter(Oid role, bool claim)
 {
 	uint32		start = murmurhash32((uint32) role) & (ROLE_SLOTS - 1);
 
 	for (uint32 i = 0; i < ROLE_SLOTS; i++)
 	{
-		RoleCounter *c = &role_counters[(start + i) & (ROLE_SLOTS - 1)];
-		uint32		owner = pg_atomic_read_u32(&c->role);
+		uint32		slot = (start + i) & (ROLE_SLOTS - 1);
+		uint32		owner = pg_atomic_read_u32(&role_counters->role[slot]);
 
 		if (owner == role)
-			return c;
+			return &role_counters->held[slot];
 		if (owner == InvalidOid)
 		{
 			uint32		expected = InvalidOid;
 
 			if (!claim)
 				return NULL;
-			if (pg_atomic_compare_exchange_u32(&c->role, &expected, role) ||
+			if (pg_atomic_compare_exchange_u32(&role_counters->role[slot],
+											   &expected, role) ||
 				expected == role)
-				return c;
+				return &role_counters->held[slot];
 		}
 	}
 	return NULL;
@@ -91,16 +98,16 @@ find_counter(Oid role, bool claim)
 bool
 lockfence_role_charge(Oid role, bool enforce)
 {
-	RoleCounter *c = find_counter(role, true);
+	pg_atomic_uint32 *count = find_counter(role, true);
 	uint32		held;
 
-	if (c == NULL)
+	if (count == NULL)
 		return true;
-	held = pg_atomic_add_fetch_u32(&c->held, 1);
+	held = pg_atomic_add_fetch_u32(count, 1);
 	if (enforce && lockfence_max_locks_per_role > 0 &&
 		held > (uint32) lockfence_max_locks_per_role)
 	{
-		pg_atomic_sub_fetch_u32(&c->held, 1);
+		pg_atomic_sub_fetch_u32(count, 1);
 		return false;
 	}
 	return true;
@@ -109,26 +116,26 @@ lockfence_role_charge(Oid role, bool enforce)
 void
 lockfence_role_uncharge(Oid role)
 {
-	RoleCounter *c;
+	pg_atomic_uint32 *count;
 
 	if (!OidIsValid(role))
 		return;
-	c = find_counter(role, false);
-	if (c != NULL)
-		pg_atomic_sub_fetch_u32(&c->held, 1);
+	count = find_counter(role, false);
+	if (count != NULL)
+		pg_atomic_sub_fetch_u32(count, 1);
 }
 
 /* Would one more slot put role over its quota? */
 bool
 lockfence_role_at_quota(Oid role)
 {
-	RoleCounter *c;
+	pg_atomic_uint32 *count;
 
 	if (lockfence_max_locks_per_role <= 0)
 		return false;
-	c = find_counter(role, false);
-	return c != NULL &&
-		pg_atomic_read_u32(&c->held) >= (uint32) lockfence_max_locks_per_role;
+	count = find_counter(role, false);
+	return count != NULL &&
+		pg_atomic_read_u32(count) >= (uint32) lockfence_max_locks_per_role;
 }
 
 void

@@ -12,7 +12,8 @@
  *	- LOCKFENCE_NUM_PARTITIONS partition LWLocks plus one token LWLock, from
  *	  the named tranche "lockfence";
  *	- one LockfenceWaiter slot per backend, indexed by procno;
- *	- the fence token generator (fence_token.c) and per-partition counters;
+ *	- the fence token generator (fence_token.c) and per-partition counters,
+ *	  each in a cache line of its own;
  *	- per-role slot counters (role_quota.c), atomics that need no lock.
  *
  * Locking protocol:
@@ -68,6 +69,13 @@
 
 LockfenceShared *lockfence_shared = NULL;
 HTAB	   *lockfence_hash = NULL;
+
+/*
+ * Copies of what LockfenceShared fixes at startup, read on every call: the
+ * shared originals would share a cache line with data other CPUs write.
+ */
+static LWLockPadded *partition_locks = NULL;
+static int	nwaiter_slots = 0;
 
 /*---- Saved hook values ----*/
 
@@ -150,6 +158,8 @@ lockfence_shmem_startup(void)
 
 	lockfence_shared = NULL;
 	lockfence_hash = NULL;
+	partition_locks = NULL;
+	nwaiter_slots = 0;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 
@@ -161,11 +171,11 @@ lockfence_shmem_startup(void)
 
 		memset(lockfence_shared, 0, shared_struct_size());
 		lockfence_shared->locks = GetNamedLWLockTranche("lockfence");
-		pg_atomic_init_u64(&lockfence_shared->tokens.next_seq, 0);
-		pg_atomic_init_u64(&lockfence_shared->tokens.seq_limit, 0);
+		pg_atomic_init_u64(&lockfence_shared->tokens.state.next_seq, 0);
+		pg_atomic_init_u64(&lockfence_shared->tokens.state.seq_limit, 0);
 		pg_atomic_init_u64(&lockfence_shared->monotonic_rejections, 0);
 		pg_atomic_init_u64(&lockfence_shared->lease_rejections, 0);
-		lockfence_shared->tokens.ready = false;
+		lockfence_shared->tokens.state.ready = false;
 		lockfence_shared->nwaiter_slots = nslots;
 		for (int i = 0; i < nslots; i++)
 		{
@@ -173,6 +183,8 @@ lockfence_shmem_startup(void)
 			lockfence_shared->waiters[i].next = LOCKFENCE_NO_PROC;
 		}
 	}
+	partition_locks = lockfence_shared->locks;
+	nwaiter_slots = lockfence_shared->nwaiter_slots;
 
 	/*
 	 * HASH_FIXED_SIZE makes max_locks a hard limit.  A partitioned table
@@ -232,13 +244,26 @@ lockfence_key_hash(const LockfenceKey *key)
 LWLock *
 lockfence_partition_lock(uint32 hashcode)
 {
-	return &lockfence_shared->locks[hashcode % LOCKFENCE_NUM_PARTITIONS].lock;
+	return &partition_locks[hashcode % LOCKFENCE_NUM_PARTITIONS].lock;
+}
+
+LWLock *
+lockfence_partition_lock_by_index(int partition)
+{
+	Assert(partition >= 0 && partition < LOCKFENCE_NUM_PARTITIONS);
+	return &partition_locks[partition].lock;
+}
+
+LWLock *
+lockfence_token_lock(void)
+{
+	return &partition_locks[LOCKFENCE_NUM_PARTITIONS].lock;
 }
 
 LockfencePartitionStats *
 lockfence_partition_stats(uint32 hashcode)
 {
-	return &lockfence_shared->stats[hashcode % LOCKFENCE_NUM_PARTITIONS];
+	return &lockfence_shared->stats[hashcode % LOCKFENCE_NUM_PARTITIONS].counters;
 }
 
 /* This backend's index into the waiter slots. */
@@ -251,7 +276,7 @@ lockfence_my_procno(void)
 	int			procno = MyProc ? MyProc->pgprocno : -1;
 #endif
 
-	if (procno < 0 || procno >= lockfence_shared->nwaiter_slots)
+	if (procno < 0 || procno >= nwaiter_slots)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("lockfence locks cannot be used by this process")));

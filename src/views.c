@@ -78,7 +78,7 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 	rows = palloc(maxrows * sizeof(LockfenceEntry));
 
 	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
-		LWLockAcquire(&lockfence_shared->locks[i].lock, LW_SHARED);
+		LWLockAcquire(lockfence_partition_lock_by_index(i), LW_SHARED);
 
 	now = GetCurrentTimestamp();
 	hash_seq_init(&status, lockfence_hash);
@@ -96,7 +96,7 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 	}
 
 	for (int i = LOCKFENCE_NUM_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(&lockfence_shared->locks[i].lock);
+		LWLockRelease(lockfence_partition_lock_by_index(i));
 
 	sees_all_tokens = lockfence_is_admin();
 
@@ -141,7 +141,7 @@ lockfence_stats(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
 	{
-		volatile LockfencePartitionStats *part = &lockfence_shared->stats[i];
+		volatile LockfencePartitionStats *part = &lockfence_shared->stats[i].counters;
 
 		sum.grants += part->grants;
 		sum.releases += part->releases;
