@@ -22,18 +22,12 @@ lf_install_packages
 lf_build_and_install
 # another checkout may install its own lockfence meanwhile
 check_installed() {
-	cmp -s "$src/lockfence.so" "$("$PG_CONFIG" --pkglibdir)/lockfence.so" || {
+	lf_installed_build_is "$src" || {
 		echo "callgrind.sh: the installed lockfence.so is not the one built from $src" >&2
 		exit 1
 	}
 }
 check_installed
-
-if [ "$(id -u)" -eq 0 ]; then
-	run_pg() { runuser -u "$TEST_USER" -- "$@"; }
-else
-	run_pg() { "$@"; }
-fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockfence-callgrind.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

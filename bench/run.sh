@@ -110,12 +110,6 @@ lf_build_and_install
 bindir=$(lf_bindir)
 command -v "$bindir/pgbench" >/dev/null || { echo "bench: $bindir/pgbench not found" >&2; exit 1; }
 
-if [ "$(id -u)" -eq 0 ]; then
-	run_pg() { runuser -u "$TEST_USER" -- "$@"; }
-else
-	run_pg() { "$@"; }
-fi
-
 #---- Throwaway server ----
 
 tmp=""
@@ -134,8 +128,7 @@ cleanup() {
 			echo "--- last lines of the server log:" >&2
 			tail -n 20 "$tmp/server.log" >&2
 		fi
-		run_pg "$bindir/pg_ctl" -D "$tmp/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
-			run_pg "$bindir/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1
+		lf_server_stop "$tmp"
 	fi
 	[ -n "$tmp" ] && rm -rf "$tmp"
 	exit "$status"
@@ -153,17 +146,9 @@ cp "$src"/bench/*.sql "$src"/bench/locks/*.sql "$src"/bench/fence/*.sql "$tmp/sc
 [ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER" "$tmp/scripts"
 port=$(lf_pick_port) || fail "no unused port found"
 
-run_pg "$bindir/initdb" -D "$tmp/data" -A trust -E UTF8 --no-locale -N \
-	>"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; fail "initdb failed"; }
-{
-	echo "# lockfence bench"
-	echo "port = $port"
-	echo "listen_addresses = ''"
-	echo "unix_socket_directories = '$tmp'"
-	for setting in $TUNING; do
-		echo "${setting%%=*} = '${setting#*=}'"
-	done
-} >>"$tmp/data/postgresql.conf"
+for setting in $TUNING; do
+	echo "${setting%%=*} = '${setting#*=}'"
+done | lf_server_init "$tmp" "$port" || fail "initdb failed"
 
 #---- Output helpers ----
 
@@ -214,11 +199,7 @@ fi
 #---- Start the server ----
 
 server_started=1
-run_pg "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 60 start >/dev/null ||
-	fail "the server did not start"
-# another checkout may have installed its own lockfence meanwhile
-lf_installed_build_is "$src" ||
-	fail "the installed lockfence.so is not the one built from $src"
+lf_server_start "$tmp" "$src" || fail "could not start the server"
 
 PSQL=("$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$tmp" -p "$port")
 sql() { run_pg "${PSQL[@]}" -At -d bench "$@"; }

@@ -1,5 +1,7 @@
 # Shared by tools/test.sh, tools/demo.sh, tools/valgrind.sh and the bench
-# scripts: package install, build and test-setup steps.  Sourced, not run.
+# scripts: package install, build, test-setup steps and throwaway servers.
+# Sourced, not run.
+# shellcheck shell=bash disable=SC2154 # bindir: set by the sourcing script
 
 PG_MAJOR=${PG_MAJOR:-15}
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
@@ -58,4 +60,47 @@ lf_pick_port() {
 # loads the installed library; concurrent checkouts install their own.)
 lf_installed_build_is() {
 	cmp -s "$1/lockfence.so" "$("$PG_CONFIG" --pkglibdir)/lockfence.so"
+}
+
+# Run a command as the server's user: PostgreSQL refuses to run as root.
+if [ "$(id -u)" -eq 0 ]; then
+	run_pg() { runuser -u "$TEST_USER" -- "$@"; }
+else
+	run_pg() { "$@"; }
+fi
+
+#---- A throwaway server in directory $1 (data in $1/data, socket in $1) ----
+
+# lf_server_init DIR PORT: initdb, then the settings that keep the server
+# private (unix socket in DIR only), then the caller's settings from
+# standard input.  Needs $bindir.
+lf_server_init() {
+	run_pg "$bindir/initdb" -D "$1/data" -A trust -E UTF8 --no-locale -N \
+		>"$1/initdb.log" 2>&1 || { cat "$1/initdb.log" >&2; return 1; }
+	{
+		echo "port = $2"
+		echo "listen_addresses = ''"
+		echo "unix_socket_directories = '$1'"
+		cat
+	} >>"$1/data/postgresql.conf"
+}
+
+# lf_server_start DIR SRC: start the server (log in DIR/server.log) and
+# check that it loaded the lockfence built in SRC, which another checkout
+# may have replaced by installing its own meanwhile.
+lf_server_start() {
+	run_pg "$bindir/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 60 start >/dev/null || {
+		echo "the server did not start" >&2
+		return 1
+	}
+	lf_installed_build_is "$2" || {
+		echo "the installed lockfence.so is not the one built from $2" >&2
+		return 1
+	}
+}
+
+# lf_server_stop DIR: fast shutdown, immediate if that does not finish.
+lf_server_stop() {
+	run_pg "$bindir/pg_ctl" -D "$1/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+		run_pg "$bindir/pg_ctl" -D "$1/data" -m immediate -w stop >/dev/null 2>&1
 }

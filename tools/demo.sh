@@ -31,12 +31,6 @@ bindir=$(lf_bindir)
 
 LOCK='order:42'
 
-if [ "$(id -u)" -eq 0 ]; then
-	run_pg() { runuser -u "$TEST_USER" -- "$@"; }
-else
-	run_pg() { "$@"; }
-fi
-
 #---- Output helpers ----
 
 heading() { printf '\n=== %s\n' "$*"; }
@@ -81,8 +75,7 @@ cleanup() {
 			echo "--- last lines of the server log:" >&2
 			tail -n 20 "$tmp/server.log" >&2
 		fi
-		run_pg "$bindir/pg_ctl" -D "$tmp/data" -m fast -w -t 20 stop >/dev/null 2>&1 ||
-			run_pg "$bindir/pg_ctl" -D "$tmp/data" -m immediate -w stop >/dev/null 2>&1
+		lf_server_stop "$tmp"
 	fi
 	for c in "${!sess_out[@]}"; do
 		fd=${sess_out[$c]}
@@ -103,23 +96,12 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockfence-demo.XXXXXX")
 cd "$tmp"	# the server's user may not be able to enter the source tree
 port=$(lf_pick_port) || fail "no unused port found"
 
-run_pg "$bindir/initdb" -D "$tmp/data" -A trust -E UTF8 --no-locale -N \
-	>"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log" >&2; fail "initdb failed"; }
-cat >>"$tmp/data/postgresql.conf" <<EOF
-# lockfence demo
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$tmp'
+lf_server_init "$tmp" "$port" <<EOF || fail "initdb failed"
 shared_preload_libraries = 'lockfence'
 fsync = off
 EOF
 server_started=1
-run_pg "$bindir/pg_ctl" -D "$tmp/data" -l "$tmp/server.log" -w -t 30 start >/dev/null ||
-	fail "the server did not start"
-
-# another checkout may have installed its own lockfence meanwhile
-lf_installed_build_is "$src" ||
-	fail "the installed lockfence.so is not the one built from $src"
+lf_server_start "$tmp" "$src" || fail "could not start the server"
 
 conninfo="host=$tmp port=$port dbname=postgres"
 

@@ -27,12 +27,6 @@ lf_build_and_install
 bindir=$(lf_bindir)
 parts=${VALGRIND_PARTS:-regress tap}
 
-if [ "$(id -u)" -eq 0 ]; then
-	run_pg() { runuser -u "$TEST_USER" -- "$@"; }
-else
-	run_pg() { "$@"; }
-fi
-
 work=$(mktemp -d /tmp/lockfence-valgrind.XXXXXX)
 chmod 755 "$work"
 mkdir -p "$work/logs"
