@@ -5,14 +5,14 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('role_quota');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'lockfence'
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
+my $node = start_preloaded_node('role_quota', qq{
 lockfence.max_locks = 64
 lockfence.max_locks_per_role = 5
 });
-$node->start;
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION lockfence;
 	CREATE ROLE alice LOGIN;

@@ -11,10 +11,11 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('security');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
-$node->start;
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
+my $node = start_preloaded_node('security');
 
 $node->safe_psql('postgres', q{
 	CREATE TABLE public.audit (what text);

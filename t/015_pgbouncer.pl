@@ -8,13 +8,14 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $pgbouncer = '/usr/sbin/pgbouncer';
 plan skip_all => 'pgbouncer is not installed' unless -x $pgbouncer;
 
-my $node = PostgreSQL::Test::Cluster->new('bouncer');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'lockfence'");
-$node->start;
+my $node = start_preloaded_node('bouncer');
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION lockfence;
 	CREATE TABLE jobs (id int PRIMARY KEY, state text, fence_token bigint);
