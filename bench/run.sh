@@ -310,22 +310,28 @@ cpu_ticks() {
 		END { print machine - ours, ours }'
 }
 
+# pgbench_cmd SCRIPT CLIENTS SECONDS ARGS...: pgbench with the settings of
+# every run, output to $tmp/pgbench.out
+pgbench_cmd() {
+	local script=$1 clients=$2 secs=$3
+	shift 3
+	# shellcheck disable=SC2086
+	PGOPTIONS="-c lock_timeout=30s $run_pgoptions" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
+		$PGBENCH_OPTS -c "$clients" -j $((clients < NCPU ? clients : NCPU)) -T "$secs" "$@" \
+		-f "$tmp/scripts/$script.sql" bench >"$tmp/pgbench.out" 2>&1
+}
+
 # pgbench_run SCRIPT CLIENTS SECONDS DEFINES...: one run; sets run_tps,
 # run_ok (the share of transactions that got the lock, "-" when unknown)
 # run_others (% of the machine's CPU that other work used meanwhile) and
 # run_cpu_us (CPU time of the server and pgbench per transaction, in µs)
 pgbench_run() {
-	local script=$1 clients=$2 secs=$3 jobs out before after txns t0 t1 w0 w1
+	local script=$1 clients=$2 secs=$3 out=$tmp/pgbench.out before after txns t0 t1 w0 w1
 	shift 3
-	jobs=$((clients < NCPU ? clients : NCPU))
-	out=$tmp/pgbench.out
 	before=$(counters)
 	t0=$(cpu_ticks)
 	w0=$(date +%s%N)
-	# shellcheck disable=SC2086
-	if ! PGOPTIONS="-c lock_timeout=30s $run_pgoptions" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
-		$PGBENCH_OPTS -c "$clients" -j "$jobs" -T "$secs" "$@" \
-		-f "$tmp/scripts/$script.sql" bench >"$out" 2>&1; then
+	if ! pgbench_cmd "$script" "$clients" "$secs" "$@"; then
 		cat "$out" >&2
 		fail "pgbench $script.sql with $clients clients failed"
 	fi
@@ -552,9 +558,8 @@ fi
 # in every lookup of a shared hash table (the buffer mapping's included).
 PROFILE_SYMBOLS="lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"
 profile_fence() {
-	local tokbase=$1 c s jobs data share
+	local tokbase=$1 c s data share tps
 	c=$(echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -n 1)
-	jobs=$((c < NCPU ? c : NCPU))
 	heading "profile: fence scripts at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
 	echo "  share of all samples spent in each function and its callees; µs per transaction = share x CPUs / tps"
 	printf '    %-13s %8s %8s' script tps samples
@@ -562,10 +567,7 @@ profile_fence() {
 	echo
 	for s in fence_plain fence_mono fence_lease; do
 		data=$tmp/perf.$s
-		# shellcheck disable=SC2086
-		PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" $PGBENCH_OPTS \
-			-c "$c" -j "$jobs" -T $((SECONDS_PER_RUN + 2)) -D nrows="$NROWS" -D tokbase="$tokbase" \
-			-f "$tmp/scripts/$s.sql" bench >"$tmp/pgbench.out" 2>&1 &
+		pgbench_cmd "$s" "$c" $((SECONDS_PER_RUN + 2)) -D nrows="$NROWS" -D tokbase="$tokbase" &
 		sleep 1
 		perf record -q -e cpu-clock -F 1999 -a -g -o "$data" -- sleep "$SECONDS_PER_RUN" >/dev/null 2>&1 ||
 			fail "perf record failed"
@@ -573,13 +575,12 @@ profile_fence() {
 		wait_for_backends
 		perf report -i "$data" --children --sort sym -g none 2>/dev/null >"$data.txt" ||
 			fail "perf report failed"
-		printf '    %-13s %8.0f %8s' "$s" "$(awk '/^tps = / { print $3 }' "$tmp/pgbench.out")" \
-			"$(awk '/^# Samples: / { print $3; exit }' "$data.txt")"
+		tps=$(awk '/^tps = / { print $3 }' "$tmp/pgbench.out")
+		printf '    %-13s %8.0f %8s' "$s" "$tps" "$(awk '/^# Samples: / { print $3; exit }' "$data.txt")"
 		for sym in $PROFILE_SYMBOLS; do
 			share=$(awk -v sym="$sym" '!/^#/ && $NF == sym { sub(/%/, "", $1); print $1; exit }' "$data.txt")
 			printf ' %13s %-8s' "${share:-0}%" \
-				"$(awk -v p="${share:-0}" -v n="$NCPU" -v t="$(awk '/^tps = / { print $3 }' "$tmp/pgbench.out")" \
-					'BEGIN { printf "%.2fus", p / 100 * n / t * 1e6 }')"
+				"$(awk -v p="${share:-0}" -v n="$NCPU" -v t="$tps" 'BEGIN { printf "%.2fus", p / 100 * n / t * 1e6 }')"
 		done
 		echo
 	done
@@ -601,24 +602,25 @@ if want fence || want profile; then
 	for s in $FENCE_SCRIPTS; do # warm-up
 		pgbench_run "$s" "$NCPU" 1 -D nrows="$NROWS" -D tokbase="$tokbase"
 	done
-	for c in $CLIENTS; do
-		want fence || break # profile only
-		# shellcheck disable=SC2086
-		run_group "fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
-		show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
-		progress "fence/$c"
-		add_check fence "c=$c fence_mono / fence_plain" "$(ratio "fence/$c" fence_mono fence_plain)" '>=' 0.952 x
-		add_check fence "c=$c fence_lease / fence_plain" "$(ratio "fence/$c" fence_lease fence_plain)" '>=' 0.909 x
-		add_check fence "c=$c fence_mono / fence_plpgsql" "$(ratio "fence/$c" fence_mono fence_plpgsql)" '>' 1 x
-		add_check fence "c=$c fence_lease / fence_plpgsql" "$(ratio "fence/$c" fence_lease fence_plpgsql)" '>' 1 x
-		add_check fence "c=$c fence_plpgsql / fence_plain" "$(ratio "fence/$c" fence_plpgsql fence_plain)" info - x
-		for s in fence_mono fence_lease fence_plpgsql; do
-			add_check fence "c=$c CPU/tx $s / fence_plain" \
-				"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
-					'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
+	if want fence; then
+		for c in $CLIENTS; do
+			# shellcheck disable=SC2086
+			run_group "fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
+			show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
+			progress "fence/$c"
+			add_check fence "c=$c fence_mono / fence_plain" "$(ratio "fence/$c" fence_mono fence_plain)" '>=' 0.952 x
+			add_check fence "c=$c fence_lease / fence_plain" "$(ratio "fence/$c" fence_lease fence_plain)" '>=' 0.909 x
+			add_check fence "c=$c fence_mono / fence_plpgsql" "$(ratio "fence/$c" fence_mono fence_plpgsql)" '>' 1 x
+			add_check fence "c=$c fence_lease / fence_plpgsql" "$(ratio "fence/$c" fence_lease fence_plpgsql)" '>' 1 x
+			add_check fence "c=$c fence_plpgsql / fence_plain" "$(ratio "fence/$c" fence_plpgsql fence_plain)" info - x
+			for s in fence_mono fence_lease fence_plpgsql; do
+				add_check fence "c=$c CPU/tx $s / fence_plain" \
+					"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
+						'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
+			done
 		done
-	done
-	want profile && profile_fence "$tokbase"
+	fi
+	if want profile; then profile_fence "$tokbase"; fi
 	released=$(sql -c "SELECT count(*) FILTER (WHERE lockfence.release('acct:' || id, fence_token)) FROM bench.acct_lease") ||
 		fail "could not release the row leases"
 	[ "$released" = "$NROWS" ] || fail "only $released of $NROWS row leases were still held at the end"
