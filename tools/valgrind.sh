@@ -77,15 +77,8 @@ if [[ " $parts " == *" regress "* ]]; then
 	}
 	trap cleanup EXIT
 
-	run_pg "$bindir/initdb" -D "$work/data" -A trust >/dev/null
-	cat >>"$work/data/postgresql.conf" <<CONF
-shared_preload_libraries = 'lockfence'
-lockfence.max_locks = 64
-max_prepared_transactions = 2
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$work'
-CONF
+	# the settings make test gives its pg_regress and isolation instances
+	lf_server_init "$work" "$port" <"$src/sql_tests/lockfence.conf"
 
 	# pg_ctl -p starts this wrapper, which runs postgres under valgrind
 	mkdir -p "$work/bin"
