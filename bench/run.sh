@@ -38,6 +38,8 @@
 #                   "profile" needs root and installs linux-perf)
 #   BENCH_WAIT_IDLE seconds to wait, before measuring, for the machine to be
 #                   idle (under 10% CPU busy over 2 s; default 0: do not wait)
+#   BENCH_SETTINGS  more server settings for an experiment, as name=value
+#                   words (e.g. "huge_pages=on"); they override the tuning
 #   BENCH_QUICK=1   a 1-2 minute smoke run: 1 s runs, 1 round, clients "8",
 #                   100000 in-process calls, 10 handoffs (each overridable)
 #   PG_CONFIG, TEST_USER as for make test.
@@ -95,6 +97,11 @@ TUNING="shared_buffers=256MB max_connections=$MAX_CONNECTIONS fsync=on synchrono
 TUNING+=" max_wal_size=16GB checkpoint_timeout=1h jit=off autovacuum=on"
 TUNING+=" max_locks_per_transaction=$MAX_LOCKS_PER_XACT"
 TUNING+=" shared_preload_libraries=lockfence lockfence.max_locks=$MAX_LOCKS"
+# experiments: more settings, written after these, so they win
+for setting in ${BENCH_SETTINGS:-}; do
+	[[ $setting =~ ^[a-z_.]+=[^=]+$ ]] || { echo "bench: BENCH_SETTINGS takes name=value words, not '$setting'" >&2; exit 2; }
+	TUNING+=" $setting"
+done
 
 NCPU=$(nproc)
 PGBENCH_OPTS="-n -M prepared" # no vacuum (our tables), prepared statements
