@@ -33,6 +33,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -247,6 +248,27 @@ require_pinned(Relation rel, const LockfenceKey *key, uint32 hashcode,
 			 errtable(rel)));
 }
 
+/*
+ * The key column holds the same bytes in both versions of the row, so they
+ * name the same lock (the typical UPDATE): no need to build the old name.
+ */
+static bool
+key_column_unchanged(FenceCheckConfig *config, TupleDesc tupdesc,
+					 HeapTuple oldtuple, HeapTuple newtuple)
+{
+	Form_pg_attribute attr = TupleDescAttr(tupdesc, config->key_attnum - 1);
+	bool		old_isnull;
+	bool		new_isnull;
+	Datum		old_value = heap_getattr(oldtuple, config->key_attnum, tupdesc,
+										 &old_isnull);
+	Datum		new_value = heap_getattr(newtuple, config->key_attnum, tupdesc,
+										 &new_isnull);
+
+	if (old_isnull || new_isnull)
+		return false;			/* row_lock_key() reports the null */
+	return datum_image_eq(old_value, new_value, attr->attbyval, attr->attlen);
+}
+
 static void
 reject_monotonic(Relation rel, AttrNumber attnum, const char *message,
 				 int64 new_token, int64 old_token)
@@ -335,7 +357,9 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 							 token, DatumGetInt64(old_value));
 
 		/* moving a row to another lock also takes it from its old lock */
-		if (config->lease_mode && config->key_attnum > 0)
+		if (config->lease_mode && config->key_attnum > 0 &&
+			!key_column_unchanged(config, tupdesc, trigdata->tg_trigtuple,
+								  newtuple))
 		{
 			LockfenceKey old_key;
 			uint32		old_hashcode;

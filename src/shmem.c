@@ -65,6 +65,9 @@
 
 #include "lockfence.h"
 
+/* Largest segment of the lock table's bucket array (see below). */
+#define LOCKFENCE_MAX_SEGMENT_BUCKETS	(1L << 16)
+
 /*---- Shared state (pointers are process-local) ----*/
 
 LockfenceShared *lockfence_shared = NULL;
@@ -143,6 +146,25 @@ lockfence_key_match_callback(const void *key1, const void *key2, Size keysize)
 }
 
 /*
+ * Buckets per segment of the lock table.  dynahash finds a bucket through a
+ * directory of segments; with its default of 256 buckets per segment, a
+ * large table's directory (64 kB for a million slots) is itself one more
+ * cache and TLB miss on every lookup.  Fewer, larger segments keep the
+ * directory within a cache line.  Never more than the table's bucket count
+ * (the next power of 2 above max_locks), so the buckets take exactly the
+ * memory hash_estimate_size() reserved for them.
+ */
+static long
+bucket_segment_size(void)
+{
+	long		nbuckets = 1;
+
+	while (nbuckets < lockfence_max_locks)
+		nbuckets <<= 1;
+	return Min(nbuckets, LOCKFENCE_MAX_SEGMENT_BUCKETS);
+}
+
+/*
  * Create or attach to the shared state.  Runs in the postmaster at startup
  * and after every crash-restart, so it resets the process-local pointers
  * first.
@@ -197,11 +219,13 @@ lockfence_shmem_startup(void)
 	info.hash = lockfence_key_hash_callback;
 	info.match = lockfence_key_match_callback;
 	info.num_partitions = LOCKFENCE_NUM_PARTITIONS;
+	info.ssize = bucket_segment_size();
 	lockfence_hash = ShmemInitHash("lockfence lock table",
 								   lockfence_max_locks, lockfence_max_locks,
 								   &info,
 								   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
-								   HASH_PARTITION | HASH_FIXED_SIZE);
+								   HASH_PARTITION | HASH_SEGMENT |
+								   HASH_FIXED_SIZE);
 	lockfence_role_quota_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
