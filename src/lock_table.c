@@ -541,8 +541,7 @@ lockfence_reclaim_expired(void)
 	TimestampTz now;
 
 	/* each waiter is woken at most twice: as new first waiter, as grantee */
-	wake = palloc(sizeof(int) * MAX_WAKE_PER_FREE *
-				  lockfence_shared->nwaiter_slots);
+	wake = palloc(sizeof(int) * MAX_WAKE_PER_FREE * lockfence_waiter_slots());
 
 	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
 		LWLockAcquire(lockfence_partition_lock_by_index(i), LW_EXCLUSIVE);

@@ -186,6 +186,7 @@ extern LWLock *lockfence_partition_lock_by_index(int partition);
 extern LWLock *lockfence_token_lock(void);
 extern LockfencePartitionStats *lockfence_partition_stats(uint32 hashcode);
 extern int	lockfence_my_procno(void);
+extern int	lockfence_waiter_slots(void);
 
 /* role_quota.c */
 extern Size lockfence_role_quota_shmem_size(void);

@@ -290,6 +290,13 @@ lockfence_partition_stats(uint32 hashcode)
 	return &lockfence_shared->stats[hashcode % LOCKFENCE_NUM_PARTITIONS].counters;
 }
 
+/* Number of waiter slots, one per backend that can run SQL. */
+int
+lockfence_waiter_slots(void)
+{
+	return nwaiter_slots;
+}
+
 /* This backend's index into the waiter slots. */
 int
 lockfence_my_procno(void)
