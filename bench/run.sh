@@ -110,7 +110,7 @@ PGBENCH_OPTS="-n -M prepared" # no vacuum (our tables), prepared statements
 
 if want profile; then
 	[ "$(id -u)" -eq 0 ] || { echo "bench: the profile section samples the whole machine and must run as root" >&2; exit 2; }
-	LF_PACKAGES="$LF_PACKAGES linux-perf"
+	LF_PACKAGES="$LF_PACKAGES linux-perf binutils"
 fi
 lf_install_packages
 lf_build_and_install
@@ -557,12 +557,50 @@ fi
 
 #---- Fence trigger ----
 
+# stall_sites DATA FRAME N: where the samples taken under function FRAME
+# were executing: the N most sampled instructions, as shares of all samples,
+# each after the two instructions before it (a timer sample usually lands on
+# the instruction after the one that waits, for memory say).
+stall_sites() {
+	local data=$1 frame=$2 n=$3 count sym off dso total code
+	perf script -i "$data" -F ip,sym,symoff,dso 2>/dev/null |
+		awk -v frame="$frame" 'BEGIN { RS = ""; FS = "\n" }
+			{ total++ }
+			index($0, " " frame "+") {
+				split($1, f, " ")
+				if (split(f[2], so, "[+]") != 2) next
+				gsub(/[()]/, "", f[3])
+				c[so[1] " " so[2] " " f[3]]++
+			}
+			END { for (k in c) print c[k], k, total }' |
+		sort -rn | awk -v n="$n" 'NR <= n' |
+		while read -r count sym off dso total; do
+			code=""
+			# the kernel's frames ([kernel.kallsyms]) have no file to read
+			[ -f "$dso" ] && code=$(objdump -d --no-show-raw-insn --disassemble="$sym" "$dso" 2>/dev/null |
+				awk -v sym="$sym" -v off="$off" '
+					function hex(s,   i, v) { v = 0; s = tolower(s); sub(/^0x/, "", s)
+						for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+						return v }
+					done { next }	# read on: an early exit would break the pipe
+					$2 ~ "^<" sym "[@>]" { start = hex($1); next }
+					start && $1 ~ /^[0-9a-f]+:$/ {
+						a = hex(substr($1, 1, length($1) - 1)); $1 = ""; sub(/^ +/, "")
+						if (a == start + hex(off)) { print prev2 "; " prev " | " $0; done = 1 }
+						prev2 = prev; prev = $0 }') || code=""
+			printf '      %6.2f%%  %-36s %s\n' "$(awk -v c="$count" -v t="$total" 'BEGIN { print 100 * c / t }')" \
+				"$sym+$off" "${code:-?}"
+		done
+}
+
+
 # profile_fence TOKBASE: one pgbench run per fence script at the largest
 # client count, the whole machine sampled by the CPU timer meanwhile (perf
 # record -e cpu-clock: needs no hardware counters, so it works in VMs
 # without them).  Prints, as shares of all samples and as µs per
 # transaction, the time spent under the fence trigger and its parts, and
-# in every lookup of a shared hash table (the buffer mapping's included).
+# in every lookup of a shared hash table (the buffer mapping's included);
+# then, for lease mode, the instructions the pin's samples fell on.
 PROFILE_SYMBOLS="lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"
 profile_fence() {
 	local tokbase=$1 c s data share tps
@@ -591,6 +629,9 @@ profile_fence() {
 		done
 		echo
 	done
+	echo "  lease mode, the instructions most sampled under lockfence_pin_token (share of all samples;"
+	echo "  the two instructions before each, then the sampled one):"
+	stall_sites "$tmp/perf.fence_lease" lockfence_pin_token 5
 }
 
 if want fence || want profile; then
