@@ -120,8 +120,31 @@ lockfence_waiter_dequeue(LockfenceEntry *entry, int procno)
 }
 
 /*
- * Hand the lock to its first waiter.  The new first waiter is woken too, so
- * that it starts watching the new holder's lease.
+ * Must the first waiter be woken to watch the holder's lease?  A waiter that
+ * was not first sleeps until its own wait ends (lock_wait.c); as first
+ * waiter it must also wake when the lease ends, to take the lock.  Only a
+ * lease that can end before the waiter's wait does needs that: a
+ * transaction lock or a pinned lease cannot run out (their release or unpin
+ * wakes the first waiter), and a waiter whose wait ends first just times
+ * out.  Skipping the other wake-ups saves every hand-off on a busy lock a
+ * context switch.  Partition lock held.
+ */
+bool
+lockfence_first_waiter_must_watch(const LockfenceEntry *entry)
+{
+	const LockfenceWaiter *w;
+
+	if (entry->waiters_head == LOCKFENCE_NO_PROC || entry->token == 0)
+		return false;
+	if (entry->scope == LF_SCOPE_XACT || entry->pins > 0)
+		return false;
+	w = &lockfence_shared->waiters[entry->waiters_head];
+	return w->deadline == 0 || entry->expires_at < w->deadline;
+}
+
+/*
+ * Hand the lock to its first waiter, and wake the new first waiter if it
+ * must watch the new holder's lease.
  */
 static void
 grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
@@ -137,7 +160,7 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	w->token = token;
 	w->granted = true;
 	wake[(*nwake)++] = procno;
-	if (entry->waiters_head != LOCKFENCE_NO_PROC)
+	if (lockfence_first_waiter_must_watch(entry))
 		wake[(*nwake)++] = entry->waiters_head;
 }
 
@@ -379,13 +402,12 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 		}
 		else
 		{
-			TimestampTz new_expiry = now + lease_us;
+			bool		shorter = (now + lease_us < entry->expires_at);
 
-			/* a shorter lease: the first waiter must re-arm its timer */
-			if (new_expiry < entry->expires_at &&
-				entry->waiters_head != LOCKFENCE_NO_PROC)
+			entry->expires_at = now + lease_us;
+			/* a shorter lease: the first waiter may have to re-arm its timer */
+			if (shorter && lockfence_first_waiter_must_watch(entry))
 				wake[nwake++] = entry->waiters_head;
-			entry->expires_at = new_expiry;
 			lockfence_partition_stats(hashcode)->renewals++;
 			renewed = true;
 		}
@@ -517,9 +539,9 @@ lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode, uint64 token)
 			lockfence_partition_stats(hashcode)->expiries++;
 			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
 		}
-		else if (entry->waiters_head != LOCKFENCE_NO_PROC)
+		else if (lockfence_first_waiter_must_watch(entry))
 		{
-			/* the first waiter slept without a timer while pinned */
+			/* the first waiter slept without a lease timer while pinned */
 			wake[nwake++] = entry->waiters_head;
 		}
 	}

@@ -5,8 +5,9 @@
  *
  * A waiter sleeps on its own latch; it never polls.  It is woken when:
  *	- a releasing backend hands it the lock (its slot's granted flag is set);
- *	- it became the first waiter, or the holder's lease changed, so it must
- *	  re-arm its timer;
+ *	- it became the first waiter, or the holder's lease changed, and the
+ *	  lease can now end before the waiter's own wait does, so it must re-arm
+ *	  its timer (lockfence_first_waiter_must_watch);
  *	- its timer fires: the first waiter's timer is set to the end of the
  *	  holder's lease, after which it takes the lock itself; every waiter's
  *	  timer is also capped by its own wait deadline;
@@ -34,8 +35,8 @@ static uint32 pending_hashcode;
 
 /*
  * Unlink this backend from the queue.  If it was the first waiter, the next
- * one must take over watching the lease, or take the lock if the lease has
- * already run out.  Partition lock held exclusively.
+ * one may have to take over watching the lease; the lock is freed (handed
+ * on) if the lease has already run out.  Partition lock held exclusively.
  */
 static void
 leave_queue(LockfenceEntry *entry, uint32 hashcode, int myprocno,
@@ -50,7 +51,7 @@ leave_queue(LockfenceEntry *entry, uint32 hashcode, int myprocno,
 			lockfence_partition_stats(hashcode)->expiries++;
 		lockfence_entry_free(entry, hashcode, now, wake, nwake);
 	}
-	else if (was_first && entry->waiters_head != LOCKFENCE_NO_PROC)
+	else if (was_first && lockfence_first_waiter_must_watch(entry))
 		wake[(*nwake)++] = entry->waiters_head;
 }
 

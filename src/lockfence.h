@@ -228,6 +228,7 @@ extern LockfenceEntry *lockfence_pin_token(const LockfenceKey *key,
 extern void lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode,
 								  uint64 token);
 extern bool lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now);
+extern bool lockfence_first_waiter_must_watch(const LockfenceEntry *entry);
 extern void lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode,
 								 TimestampTz now, int *wake, int *nwake);
 extern void lockfence_waiter_dequeue(LockfenceEntry *entry, int procno);

@@ -201,6 +201,56 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	$_->quit for ($w1, $w2);
 }
 
+# ---- a new first waiter whose wait ends before the holder's lease ----
+# It needs no lease timer, so it is not woken when it becomes first, by a
+# hand-off or by the waiter ahead giving up: it sleeps on to its own
+# deadline and times out then, and the holder keeps the lock.
+{
+	my $t0 = sql("SELECT lockfence.try_acquire('skip', '@{[ival(30)]}')");
+	my ($w1, $pid1) = session();
+	my ($w2, $pid2) = session(on_error_stop => 0);
+	start_wait($w1,
+		"SELECT 'tok=' || lockfence.acquire('skip', '@{[ival(30)]}', '@{[ival(60)]}');"
+	);
+	wait_waiters('skip', 1, 'skip: first waiter is queued');
+	my $timed_wait = sub {
+		my ($timeout) = @_;
+		return qq{
+SELECT clock_timestamp() AS started \\gset
+SELECT lockfence.acquire('skip', '@{[ival(30)]}', '@{[ival($timeout)]}');
+SELECT 'waited=' || extract(epoch FROM clock_timestamp() - :'started'::timestamptz);
+};
+	};
+	start_wait($w2, $timed_wait->(3));
+	wait_waiters('skip', 2, 'skip: second waiter (3 s timeout) is queued');
+	is(sql("SELECT lockfence.release('skip', $t0)"), 't', 'skip: released');
+	my ($t1) = wait_out($w1, qr/tok=(\d+)/, 'skip: first waiter got the lock');
+	wait_err($w2, qr/55P03: could not obtain lock "skip"/,
+		'skip: the new first waiter times out');
+	my ($waited) = wait_out($w2, qr/waited=([\d.]+)/, 'skip: wait measured');
+	cmp_ok($waited, '>=', secs(3), "skip: at its deadline (${waited}s)");
+	cmp_ok($waited, '<', secs(6), 'skip: and not long after');
+	is(holder_pid('skip'), $pid1, 'skip: the holder keeps the lock');
+	wait_waiters('skip', 0, 'skip: the queue is empty');
+
+	# the same when the waiter ahead gives up
+	my ($w3, $pid3) = session(on_error_stop => 0);
+	start_wait($w3, $timed_wait->(1));
+	wait_waiters('skip', 1, 'skip: a waiter with a 1 s timeout is queued');
+	start_wait($w2, $timed_wait->(3));
+	wait_waiters('skip', 2, 'skip: a waiter with a 3 s timeout is queued behind it');
+	wait_err($w3, qr/55P03: could not obtain lock "skip"/,
+		'skip: the first waiter gives up');
+	wait_err($w2, qr/55P03: could not obtain lock "skip"/,
+		'skip: the next one times out too');
+	($waited) = wait_out($w2, qr/waited=([\d.]+)/, 'skip: wait measured');
+	cmp_ok($waited, '>=', secs(3), "skip: at its own deadline (${waited}s)");
+	cmp_ok($waited, '<', secs(6), 'skip: and not long after');
+	is(holder_pid('skip'), $pid1, 'skip: the holder still has the lock');
+	is(sql("SELECT lockfence.release('skip', $t1)"), 't', 'skip: released');
+	$_->quit for ($w1, $w2, $w3);
+}
+
 # ---- woken by force_release, and by a renew that shortens the lease ----
 {
 	my $t0 = sql("SELECT lockfence.try_acquire('fr', '1h')");
@@ -215,13 +265,21 @@ SELECT 'tok=' || :tok || ' at=' || clock_timestamp();
 	# The waiter is the first in line and sleeps until the 1 h lease ends;
 	# a renew to 1 s must make it look again.
 	my ($s2, $pid2) = session();
-	start_wait($s2, "SELECT 'tok=' || lockfence.acquire('fr', '1h', '30s');");
+	start_wait($s2,
+		"SELECT 'tok=' || lockfence.acquire('fr', '1h', '30s') || ' at=' || clock_timestamp();"
+	);
 	wait_waiters('fr', 1, 'renew: waiter is queued');
 	is(sql("SELECT lockfence.renew('fr', $t1, '@{[ival(1)]}')"), 't',
 		'renew: lease shortened to 1 s');
-	my ($t2) = wait_out($s2, qr/tok=(\d+)/,
+	my $end1 = sql(
+		"SELECT expires_at FROM lockfence.locks WHERE name = 'fr' AND token = $t1"
+	);
+	my ($t2, $at) = wait_out($s2, qr/tok=(\d+) at=(.*)\n/,
 		'renew: waiter got the lock when the shortened lease ran out');
 	cmp_ok($t2, '>', $t1, 'renew: with a greater token');
+	my $d = secs_between("'$end1'::timestamptz", "'$at'::timestamptz");
+	cmp_ok($d, '>=', 0, "renew: at or after the new lease end (${d}s)");
+	cmp_ok($d, '<', secs(5), 'renew: and not long after');
 	is(sql("SELECT lockfence.release('fr', $t2)"), 't', 'renew: released');
 	$_->quit for ($s, $s2);
 }
