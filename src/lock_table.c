@@ -402,11 +402,12 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 		}
 		else
 		{
-			bool		shorter = (now + lease_us < entry->expires_at);
+			TimestampTz old_expiry = entry->expires_at;
 
 			entry->expires_at = now + lease_us;
 			/* a shorter lease: the first waiter may have to re-arm its timer */
-			if (shorter && lockfence_first_waiter_must_watch(entry))
+			if (entry->expires_at < old_expiry &&
+				lockfence_first_waiter_must_watch(entry))
 				wake[nwake++] = entry->waiters_head;
 			lockfence_partition_stats(hashcode)->renewals++;
 			renewed = true;

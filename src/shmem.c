@@ -56,6 +56,7 @@
 
 #include "common/hashfn.h"
 #include "miscadmin.h"
+#include "port/pg_bitutils.h"
 #include "postmaster/autovacuum.h"
 #include "postmaster/postmaster.h"
 #include "replication/walsender.h"
@@ -150,17 +151,15 @@ lockfence_key_match_callback(const void *key1, const void *key2, Size keysize)
  * directory of segments; with its default of 256 buckets per segment, a
  * large table's directory (64 kB for a million slots) is itself one more
  * cache and TLB miss on every lookup.  Fewer, larger segments keep the
- * directory within a cache line.  Never more than the table's bucket count
- * (the next power of 2 above max_locks), so the buckets take exactly the
- * memory hash_estimate_size() reserved for them.
+ * directory within a few cache lines.  Never more than the table's bucket
+ * count (max_locks rounded up to a power of 2), so the buckets take exactly
+ * the memory hash_estimate_size() reserved for them.
  */
 static long
 bucket_segment_size(void)
 {
-	long		nbuckets = 1;
+	long		nbuckets = pg_nextpower2_32((uint32) lockfence_max_locks);
 
-	while (nbuckets < lockfence_max_locks)
-		nbuckets <<= 1;
 	return Min(nbuckets, LOCKFENCE_MAX_SEGMENT_BUCKETS);
 }
 
