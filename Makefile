@@ -4,6 +4,8 @@
 #               pg_regress, isolation and TAP suites on throwaway servers
 #   make demo   start a throwaway server, show two clients contending, then
 #               the race conditions with and without lockfence
+#   make check-versions
+#               compile and link against PostgreSQL 13 and 17 (part of test)
 #
 # Plain PGXS targets work as usual: make, make install, make installcheck.
 
@@ -75,4 +77,7 @@ bench:
 valgrind:
 	@./tools/valgrind.sh
 
-.PHONY: test demo bench valgrind test_input
+check-versions:
+	@./tools/check_pg_versions.sh
+
+.PHONY: test demo bench valgrind check-versions test_input

@@ -81,7 +81,11 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("lockfence");
+#else
+	EmitWarningsOnPlaceholders("lockfence");
+#endif
 
 	lockfence_shmem_install_hooks();
 	lockfence_backend_locks_init();

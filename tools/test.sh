@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command (make test): installs what is missing, checks that
-# META.json and CHANGELOG.md agree with lockfence.control, builds, installs,
-# and runs the pg_regress, isolation and TAP suites on throwaway servers.
+# META.json and CHANGELOG.md agree with lockfence.control, checks that the
+# code compiles and links against PostgreSQL 13 and 17 (check_pg_versions.sh),
+# builds, installs, and runs the pg_regress, isolation and TAP suites on
+# throwaway servers.
 #
 # As root it installs Debian packages with apt-get, installs the extension,
 # and runs the suites as the unprivileged user "postgres" (PostgreSQL refuses
@@ -18,6 +20,7 @@ src=$(pwd)
 
 lf_install_packages
 perl tools/check_packaging.pl
+tools/check_pg_versions.sh
 lf_build_and_install
 
 if [ "$(id -u)" -ne 0 ]; then
