@@ -601,7 +601,7 @@ stall_sites() {
 # transaction, the time spent under the fence trigger and its parts, and
 # in every lookup of a shared hash table (the buffer mapping's included);
 # then, for lease mode, the instructions the pin's samples fell on.
-PROFILE_SYMBOLS="lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"
+PROFILE_SYMBOLS=${BENCH_PROFILE_SYMBOLS:-"lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"}
 profile_fence() {
 	local tokbase=$1 c s data share tps
 	c=$(echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -n 1)
