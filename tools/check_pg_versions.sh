@@ -21,13 +21,16 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=tools/common.sh
 . tools/common.sh
 
 dir=${LF_PGVERSIONS_DIR:-/tmp/lockfence-pgversions-$(id -u)}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 mirror=${LF_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 versions="13:bullseye 17:trixie"
-cflags="$("$PG_CONFIG" --cflags) $("$PG_CONFIG" --cflags_sl) $(sed -n 's/^PG_CFLAGS = //p' Makefile)"
+warnings=$(sed -n 's/^PG_CFLAGS = //p' Makefile)
+cflags="$("$PG_CONFIG" --cflags) $("$PG_CONFIG" --cflags_sl) $warnings"
+sources=(src/*.c)
 
 mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/debs"
 {
@@ -75,7 +78,7 @@ for vs in $versions; do
 	mkdir -p "$build"
 	version=$(sed -n 's/^#define PG_VERSION "\(.*\)"$/\1/p' "$include/pg_config.h")
 	ok=1
-	for c in src/*.c; do
+	for c in "${sources[@]}"; do
 		o=$build/$(basename "${c%.c}").o
 		# shellcheck disable=SC2086 # cflags: a list of words
 		gcc $cflags -I src -I "$include" -c "$c" -o "$o" || ok=0
@@ -89,14 +92,14 @@ for vs in $versions; do
 			sort -u >"$build/needed"
 		nm -D --defined-only "$root/usr/lib/postgresql/$v/bin/postgres" | awk '{ print $3 }' |
 			sort -u >"$build/exported"
-		missing=$(comm -23 "$build/needed" "$build/exported")
+		missing=$(comm -23 "$build/needed" "$build/exported" | tr '\n' ' ')
 		if [ -n "$missing" ]; then
-			echo "check-versions: PostgreSQL $version does not export:" $missing >&2
+			echo "check-versions: PostgreSQL $version does not export: $missing" >&2
 			ok=0
 		fi
 	fi
 	if [ "$ok" -eq 1 ]; then
-		echo "check-versions: PostgreSQL $version: $(ls src/*.c | wc -l) files compile with $(sed -n 's/^PG_CFLAGS = //p' Makefile), link, and use $(wc -l <"$build/needed") server symbols, all exported"
+		echo "check-versions: PostgreSQL $version: ${#sources[@]} files compile with $warnings, link, and use $(wc -l <"$build/needed") server symbols, all exported"
 	else
 		echo "check-versions: PostgreSQL $version: FAILED" >&2
 		failed=1
