@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The portability check, run by make test (alone: make check-versions).
 # lockfence is built and tested on PostgreSQL 15; its PG_VERSION_NUM guards
-# are meant to keep it building on 13 to 17.  This compiles every src/*.c
-# against the server headers of the other major versions that Debian's
+# are meant to keep it building on 13 to 17.  This compiles the module's
+# sources (OBJS in the Makefile) against the server headers of the other major versions that Debian's
 # archive ships for amd64, with the project's warning flags (-Werror),
 # links the module, and checks that each symbol it takes from the server is
 # exported by that version's postgres binary:
@@ -11,7 +11,7 @@
 #   17  from trixie   (postgresql-server-dev-17, postgresql-17)
 #
 # (14 and 16 are in no Debian release, so they are not checked.)  The
-# packages are downloaded, not installed: apt-get runs with a private
+# packages are downloaded once, not installed: apt-get runs with a private
 # sources list and cache in $LF_PGVERSIONS_DIR (default
 # /tmp/lockfence-pgversions-UID, kept between runs), verifying the archive's
 # signatures with the keyring of the machine's own apt (LF_DEBIAN_MIRROR:
@@ -28,9 +28,15 @@ dir=${LF_PGVERSIONS_DIR:-/tmp/lockfence-pgversions-$(id -u)}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 mirror=${LF_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 versions="13:bullseye 17:trixie"
-warnings=$(sed -n 's/^PG_CFLAGS = //p' Makefile)
-cflags="$("$PG_CONFIG" --cflags) $("$PG_CONFIG" --cflags_sl) $warnings"
-sources=(src/*.c)
+# the module's objects and warning flags, as the Makefile gives them to PGXS
+make_var() {
+	# shellcheck disable=SC2016 # $(...) is for make, not the shell
+	printf 'lf-print-var:\n\t@echo $(%s)\n' "$1" |
+		make -s --no-print-directory -f Makefile -f - PG_CONFIG="$PG_CONFIG" lf-print-var
+}
+read -r -a objects <<<"$(make_var OBJS)"
+warnings=$(make_var PG_CFLAGS)
+cflags="$("$PG_CONFIG" --cppflags) $("$PG_CONFIG" --cflags) $("$PG_CONFIG" --cflags_sl) $warnings"
 
 mkdir -p "$dir/lists/partial" "$dir/cache/archives/partial" "$dir/debs"
 {
@@ -48,11 +54,17 @@ skip() {
 	exit 0
 }
 
-if ! apt-get "${apt_opts[@]}" update >"$dir/update.log" 2>&1 ||
-	grep -q '^[WE]:' "$dir/update.log"; then
-	cat "$dir/update.log" >&2
-	skip "could not read the package lists of $(for vs in $versions; do printf '%s ' "${vs#*:}"; done)from $mirror"
-fi
+# Read the package lists, once, and only when a version must be downloaded.
+lists_read=0
+read_package_lists() {
+	[ "$lists_read" -eq 1 ] && return 0
+	if ! apt-get "${apt_opts[@]}" update >"$dir/update.log" 2>&1 ||
+		grep -q '^[WE]:' "$dir/update.log"; then
+		cat "$dir/update.log" >&2
+		skip "could not read the package lists of $(for vs in $versions; do printf '%s ' "${vs#*:}"; done)from $mirror"
+	fi
+	lists_read=1
+}
 
 failed=0
 for vs in $versions; do
@@ -60,6 +72,7 @@ for vs in $versions; do
 	root=$dir/pg$v
 	if [ ! -x "$root/usr/lib/postgresql/$v/bin/postgres" ] ||
 		[ ! -f "$root/usr/include/postgresql/$v/server/pg_config.h" ]; then
+		read_package_lists
 		rm -rf "$root" "$dir"/debs/*
 		(cd "$dir/debs" && apt-get "${apt_opts[@]}" download \
 			"postgresql-server-dev-$v" "postgresql-$v" >"$dir/download.log" 2>&1) || {
@@ -78,10 +91,9 @@ for vs in $versions; do
 	mkdir -p "$build"
 	version=$(sed -n 's/^#define PG_VERSION "\(.*\)"$/\1/p' "$include/pg_config.h")
 	ok=1
-	for c in "${sources[@]}"; do
-		o=$build/$(basename "${c%.c}").o
+	for obj in "${objects[@]}"; do
 		# shellcheck disable=SC2086 # cflags: a list of words
-		gcc $cflags -I src -I "$include" -c "$c" -o "$o" || ok=0
+		gcc $cflags -I "$include" -c "${obj%.o}.c" -o "$build/$(basename "$obj")" || ok=0
 	done
 	if [ "$ok" -eq 1 ]; then
 		gcc -shared -o "$build/lockfence.so" "$build"/*.o || ok=0
@@ -99,7 +111,7 @@ for vs in $versions; do
 		fi
 	fi
 	if [ "$ok" -eq 1 ]; then
-		echo "check-versions: PostgreSQL $version: ${#sources[@]} files compile with $warnings, link, and use $(wc -l <"$build/needed") server symbols, all exported"
+		echo "check-versions: PostgreSQL $version: ${#objects[@]} files compile with $warnings, link, and use $(wc -l <"$build/needed") server symbols, all exported"
 	else
 		echo "check-versions: PostgreSQL $version: FAILED" >&2
 		failed=1
