@@ -54,14 +54,21 @@ my $bouncer = IPC::Run::start([ $pgbouncer, "$dir/pgbouncer.ini" ],
 	'>', "$dir/out", '2>', "$dir/err");
 my $connstr = "host=$dir port=$port dbname=postgres";
 my $ready = 0;
+my $probe_error = '';
 for (1 .. 100)
 {
-	my ($ret) = $node->psql('postgres', 'SELECT 1',
-		connstr => $connstr, on_error_stop => 1);
+	# psql reads the query from a pipe: if it exits at once because
+	# pgbouncer is not listening yet, writing to it dies with EPIPE
+	my $ret = eval {
+		($node->psql('postgres', 'SELECT 1',
+			connstr => $connstr, on_error_stop => 1))[0];
+	};
+	$probe_error = $@ if $@;
 	if (defined $ret && $ret == 0) { $ready = 1; last; }
 	select(undef, undef, undef, 0.1);
 }
-ok($ready, 'pgbouncer accepts connections');
+ok($ready, 'pgbouncer accepts connections')
+  or diag("last probe error: $probe_error");
 
 # clients through pgbouncer (background_psql of PostgreSQL 15 takes no
 # connection string, so its connstr is pointed at pgbouncer meanwhile)
