@@ -272,14 +272,19 @@ check_locks() {
 		fail "after $1, lockfence.locks has $n locks instead of $expected_locks"
 }
 
-# Counters read before and after each run: lockfence grants, and the
+# Counters read before and after each run: lockfence grants, the
 # successful table-lease releases (a DELETE of leases_del, an UPDATE of
-# leases_upd, which also counts one UPDATE for the acquire).  Advisory
-# grants cannot be counted.
+# leases_upd, which also counts one UPDATE for the acquire), and the
+# database's committed transactions.  Advisory grants are counted by the
+# latter: every statement of a script is a transaction of its own, and
+# adv_try runs a second one (the unlock) only when it got the lock.  (The
+# few transactions of this script's own queries between the two readings
+# are left in: a handful against the hundreds of thousands of a run.)
 counters() {
 	sql -F ' ' -c "SELECT (SELECT grants FROM lockfence.stats),
 		(SELECT n_tup_del FROM pg_stat_user_tables WHERE relid = 'bench.leases_del'::regclass),
-		(SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'bench.leases_upd'::regclass)" ||
+		(SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'bench.leases_upd'::regclass),
+		(SELECT xact_commit FROM pg_stat_database WHERE datname = current_database())" ||
 		fail "could not read the counters"
 }
 
@@ -362,6 +367,7 @@ pgbench_run() {
 		else if (s ~ /^lf_/) d = y[1] - x[1]
 		else if (s == "tbl_del") d = y[2] - x[2]
 		else if (s == "tbl_upd") d = (y[3] - x[3]) / 2
+		else if (s == "adv_try") d = y[4] - x[4] - n
 		else d = -1
 		if (d < 0) print "-"; else printf "%.3f", d / n }')
 }
@@ -440,6 +446,19 @@ ratio() {
 		END { for (r in ta) if ((r in tb) && tb[r] > 0) printf "%.4f ", ta[r] / tb[r] }' "$results" | median
 }
 fmt_ratio() { awk -v r="$1" 'BEGIN { printf "%.2fx", r }'; }
+# ceiling GROUP A B: the ratio to B that a lock costing nothing but its
+# statements would reach in place of A: SELECT 1's tps of the same round,
+# divided by A's statements per transaction (2 for lf_2rt; for lf_try 1,
+# plus 1 for the release in the share of transactions that got the lock),
+# then by B's tps.  Median over rounds.  A target above it cannot be met
+# on this machine by any lock that a client calls through statements.
+ceiling() {
+	awk -F'\t' -v g="$1" -v a="$2" -v b="$3" '
+		$1 == g && $2 == a { st[$3] = (a == "lf_try" && $5 != "-") ? 1 + $5 : 2 }
+		$1 == g && $2 == b { tb[$3] = $4 }
+		$1 == g && $2 == "select1" { s1[$3] = $4 }
+		END { for (r in st) if ((r in tb) && (r in s1) && tb[r] > 0) printf "%.4f ", s1[r] / st[r] / tb[r] }' "$results" | median
+}
 
 # show_group GROUP TITLE "A/B ...": tps per script, then the ratios
 show_group() {
@@ -482,8 +501,8 @@ if want locks; then
 	for m in "${lock_modes[@]}"; do
 		IFS=: read -r mode _ _ <<<"$m"
 		for c in $(mode_clients "$mode"); do
-			n=8
-			[ "$mode" = uncontended ] && n=$((9 + 3)) # + the durable group
+			n=9
+			[ "$mode" = uncontended ] && n=$((9 + 4)) # + the durable group
 			runs_planned=$((runs_planned + n * RUNS))
 		done
 	done
@@ -506,10 +525,11 @@ if want locks; then
 	for m in "${lock_modes[@]}"; do
 		IFS=: read -r mode nkeys title <<<"$m"
 		for c in $(mode_clients "$mode"); do
-			group_scripts=$LOCK_SCRIPTS
+			# SELECT 1 in every group: the round-trip ceiling of the
+			# table-lease comparisons
+			group_scripts="$LOCK_SCRIPTS select1"
 			pairs=$LOCK_PAIRS
 			if [ "$mode" = uncontended ]; then
-				group_scripts+=" select1"
 				pairs+=" lf_2rt/select1 lf_1rt/select1 adv_2rt/select1 adv_1rt/select1"
 			fi
 			# shellcheck disable=SC2086
@@ -527,6 +547,7 @@ if want locks; then
 					if { [ "$mode" = uncontended ] && [ "$a" = lf_2rt ]; } ||
 						{ [ "$mode" != uncontended ] && [ "$a" = lf_try ]; }; then
 						add_check locks "$mode c=$c $a / $b" "$(ratio "$mode/$c" "$a" "$b")" '>=' 5 x
+						add_check locks "$mode c=$c $a / $b, ceiling" "$(ceiling "$mode/$c" "$a" "$b")" info 5 x
 					else
 						add_check locks "$mode c=$c $a / $b" "$(ratio "$mode/$c" "$a" "$b")" info 5 x
 					fi
@@ -542,13 +563,14 @@ if want locks; then
 				# waits for its WAL flush.  lockfence writes no WAL, so the
 				# setting changes only the baseline.
 				run_pgoptions="-c synchronous_commit=on"
-				run_group "durable/$c" "$c" "-D nkeys=$nkeys" lf_2rt tbl_del tbl_upd
+				run_group "durable/$c" "$c" "-D nkeys=$nkeys" lf_2rt tbl_del tbl_upd select1
 				run_pgoptions=""
 				show_group "durable/$c" "$title, $c clients, synchronous_commit = on (the default)" \
 					"lf_2rt/tbl_del lf_2rt/tbl_upd"
 				progress "durable/$c"
 				for b in tbl_del tbl_upd; do
 					add_check locks "durable c=$c lf_2rt / $b" "$(ratio "durable/$c" lf_2rt "$b")" '>=' 5 x
+					add_check locks "durable c=$c lf_2rt / $b, ceiling" "$(ceiling "durable/$c" lf_2rt "$b")" info 5 x
 				done
 			fi
 		done
@@ -799,14 +821,14 @@ if want locks; then
 	echo
 	echo "  share of transactions that got the lock (median; the rest found it taken), contended modes"
 	printf '  %-12s %4s' mode c
-	for s in lf_try tbl_del tbl_upd; do printf ' %9s' "$s"; done
+	for s in lf_try adv_try tbl_del tbl_upd; do printf ' %9s' "$s"; done
 	echo
 	for m in "${lock_modes[@]}"; do
 		IFS=: read -r mode _ _ <<<"$m"
 		[ "$mode" = uncontended ] && continue
 		for c in $(mode_clients "$mode"); do
 			printf '  %-12s %4s' "$mode" "$c"
-			for s in lf_try tbl_del tbl_upd; do printf ' %9s' "$(median_ok "$mode/$c" "$s")"; done
+			for s in lf_try adv_try tbl_del tbl_upd; do printf ' %9s' "$(median_ok "$mode/$c" "$s")"; done
 			echo
 		done
 	done
