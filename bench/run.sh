@@ -313,7 +313,9 @@ cpu_ticks() {
 	{
 		awk '/^cpu / { print "machine", $2 + $3 + $4 }' /proc/stat
 		cat "/proc/$pm/stat" "/proc/$$/stat" 2>/dev/null
-		for p in $(ps -o pid= --ppid "$pm"); do cat "/proc/$p/stat" 2>/dev/null; done
+		# a child that exits between ps and cat is simply not counted; the
+		# "|| true" keeps its failed cat from failing the pipeline (pipefail)
+		for p in $(ps -o pid= --ppid "$pm"); do cat "/proc/$p/stat" 2>/dev/null || true; done
 	} | awk -v pm="$pm" -v me="$$" '
 		$1 == "machine" { machine = $2; next }
 		{ sub(/^.*\) /, ""); utime = $12; stime = $13; cutime = $14; cstime = $15; pid_line++
