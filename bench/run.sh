@@ -305,7 +305,10 @@ wait_for_backends() {
 # CPU time, in clock ticks, as two numbers: what other work on the machine
 # (other test suites...) used, that is the machine's busy time minus ours;
 # and ours: what our server (the postmaster, its live children, and its
-# exited children) and this shell's children (pgbench, psql) used.
+# exited children) and this shell's children (pgbench, psql) used.  Then,
+# counted the same way, our minor page faults: a backend maps each page of
+# shared memory on its first touch of it, so they tell what share of a
+# run's time goes to first touches.
 HZ=$(getconf CLK_TCK)
 cpu_ticks() {
 	local pm
@@ -318,10 +321,14 @@ cpu_ticks() {
 		for p in $(ps -o pid= --ppid "$pm"); do cat "/proc/$p/stat" 2>/dev/null || true; done
 	} | awk -v pm="$pm" -v me="$$" '
 		$1 == "machine" { machine = $2; next }
-		{ sub(/^.*\) /, ""); utime = $12; stime = $13; cutime = $14; cstime = $15; pid_line++
-		  if (pid_line <= 2) ours += utime + stime + cutime + cstime	# postmaster, this shell
-		  else ours += utime + stime }
-		END { print machine - ours, ours }'
+		{ sub(/^.*\) /, ""); minflt = $8; cminflt = $9
+		  utime = $12; stime = $13; cutime = $14; cstime = $15; pid_line++
+		  if (pid_line <= 2) {	# postmaster, this shell
+			ours += utime + stime + cutime + cstime; faults += minflt + cminflt
+		  } else {
+			ours += utime + stime; faults += minflt
+		  } }
+		END { print machine - ours, ours, faults }'
 }
 
 # pgbench_cmd SCRIPT CLIENTS SECONDS ARGS...: pgbench with the settings of
@@ -338,9 +345,11 @@ pgbench_cmd() {
 # pgbench_run SCRIPT CLIENTS SECONDS DEFINES...: one run; sets run_tps,
 # run_ok (the share of transactions that got the lock, "-" when unknown)
 # run_others (% of the machine's CPU that other work used meanwhile) and
-# run_cpu_us (CPU time of the server and pgbench per transaction, in µs)
+# run_cpu_us (CPU time of the server and pgbench per transaction, in µs),
+# run_faults (their minor page faults per transaction)
 pgbench_run() {
 	local script=$1 clients=$2 secs=$3 out=$tmp/pgbench.out before after txns t0 t1 w0 w1
+	local others0 ours0 faults0 others1 ours1 faults1
 	shift 3
 	before=$(counters)
 	t0=$(cpu_ticks)
@@ -358,10 +367,14 @@ pgbench_run() {
 	wait_for_backends
 	w1=$(date +%s%N)
 	t1=$(cpu_ticks)
-	run_others=$(awk -v a="${t0% *}" -v b="${t1% *}" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
+	read -r others0 ours0 faults0 <<<"$t0"
+	read -r others1 ours1 faults1 <<<"$t1"
+	run_others=$(awk -v a="$others0" -v b="$others1" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
 		'BEGIN { v = 100 * (b - a) / (w / 1e9 * hz * n); printf "%.0f", v < 0 ? 0 : v }')
-	run_cpu_us=$(awk -v a="${t0#* }" -v b="${t1#* }" -v hz="$HZ" -v n="$txns" \
+	run_cpu_us=$(awk -v a="$ours0" -v b="$ours1" -v hz="$HZ" -v n="$txns" \
 		'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }')
+	run_faults=$(awk -v a="$faults0" -v b="$faults1" -v n="$txns" \
+		'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')
 	after=$(counters)
 	run_ok=$(awk -v s="$script" -v b="$before" -v a="$after" -v n="$txns" 'BEGIN {
 		split(b, x, " "); split(a, y, " ")
@@ -392,7 +405,7 @@ progress() {
 # kept.
 retries=0
 run_group() {
-	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others best_cpu
+	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others best_cpu best_faults
 	shift 3
 	local scripts=("$@")
 	for r in $(seq "$RUNS"); do
@@ -414,11 +427,11 @@ run_group() {
 				pgbench_run "$s" "$clients" "$SECONDS_PER_RUN" $defines
 				check_locks "$s.sql"
 				if [ -z "$best_others" ] || [ "$run_others" -lt "$best_others" ]; then
-					best_tps=$run_tps best_ok=$run_ok best_others=$run_others best_cpu=$run_cpu_us
+					best_tps=$run_tps best_ok=$run_ok best_others=$run_others best_cpu=$run_cpu_us best_faults=$run_faults
 				fi
 				[ "$run_others" -gt "$DISTURBED" ] || break
 			done
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$s" "$r" "$best_tps" "$best_ok" "$best_others" "$best_cpu" >>"$results"
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$s" "$r" "$best_tps" "$best_ok" "$best_others" "$best_cpu" "$best_faults" >>"$results"
 			runs_done=$((runs_done + 1))
 		done
 	done
@@ -439,6 +452,10 @@ median_ok() {
 # thousands of transactions
 median_cpu() {
 	awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $7 != "-" { print $7 }' "$results" | median || echo -
+}
+# median_faults GROUP SCRIPT: median minor page faults per transaction
+median_faults() {
+	awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $8 != "-" { print $8 }' "$results" | median || echo -
 }
 # ratio GROUP A B: median over rounds of tps(A) / tps(B) in the same round
 ratio() {
@@ -466,11 +483,11 @@ ceiling() {
 show_group() {
 	local group=$1 title=$2 pairs=$3 s p
 	printf '\n  %s\n' "$title"
-	printf '    %-13s %12s %9s %10s   %s\n' script "median tps" granted "CPU us/tx" "tps of each round"
+	printf '    %-13s %12s %9s %10s %9s   %s\n' script "median tps" granted "CPU us/tx" "faults/tx" "tps of each round"
 	# shellcheck disable=SC2013 # script names are single words
 	for s in $(awk -F'\t' -v g="$group" '$1 == g && !seen[$2]++ { print $2 }' "$results"); do
-		printf '    %-13s %12.0f %9s %10s   %s\n' "$s" "$(median_tps "$group" "$s")" "$(median_ok "$group" "$s")" \
-			"$(median_cpu "$group" "$s")" \
+		printf '    %-13s %12.0f %9s %10s %9s   %s\n' "$s" "$(median_tps "$group" "$s")" "$(median_ok "$group" "$s")" \
+			"$(median_cpu "$group" "$s")" "$(median_faults "$group" "$s")" \
 			"$(awk -F'\t' -v g="$group" -v s="$s" -v d="$DISTURBED" '$1 == g && $2 == s { printf "%.0f%s ", $4, ($6 > d ? "*" : "") }' "$results")"
 	done
 	for p in $pairs; do
