@@ -35,7 +35,7 @@
 #   BENCH_INPROC_N  calls per in-process measurement (default 1000000)
 #   BENCH_HANDOFF_N handoffs per lock kind (default 100)
 #   BENCH_ONLY      sections to run (default "shmem locks fence inproc handoff";
-#                   "profile" needs root and installs linux-perf)
+#                   "profile" and "profile-locks" need root and install linux-perf)
 #   BENCH_WAIT_IDLE seconds to wait, before measuring, for the machine to be
 #                   idle (under 10% CPU busy over 2 s; default 0: do not wait)
 #   BENCH_SETTINGS  more server settings for an experiment, as name=value
@@ -114,8 +114,8 @@ PGBENCH_OPTS="-n -M prepared" # no vacuum (our tables), prepared statements
 
 #---- Build, install ----
 
-if want profile; then
-	[ "$(id -u)" -eq 0 ] || { echo "bench: the profile section samples the whole machine and must run as root" >&2; exit 2; }
+if want profile || want profile-locks; then
+	[ "$(id -u)" -eq 0 ] || { echo "bench: the profile sections sample the whole machine and must run as root" >&2; exit 2; }
 	LF_PACKAGES="$LF_PACKAGES linux-perf binutils"
 fi
 lf_install_packages
@@ -676,25 +676,23 @@ stall_sites() {
 }
 
 
-# profile_fence TOKBASE: one pgbench run per fence script at the largest
-# client count, the whole machine sampled by the CPU timer meanwhile (perf
-# record -e cpu-clock: needs no hardware counters, so it works in VMs
-# without them).  Prints, as shares of all samples and as µs per
-# transaction, the time spent under the fence trigger and its parts, and
-# in every lookup of a shared hash table (the buffer mapping's included);
-# then, for lease mode, the instructions the pin's samples fell on.
-PROFILE_SYMBOLS=${BENCH_PROFILE_SYMBOLS:-"lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"}
-profile_fence() {
-	local tokbase=$1 c s data share tps
-	c=$(echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -n 1)
-	heading "profile: fence scripts at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
+# profile_scripts CLIENTS SYMBOLS DEFINES SCRIPT...: one pgbench run per
+# script, the whole machine sampled by the CPU timer meanwhile (perf record
+# -e cpu-clock: needs no hardware counters, so it works in VMs without
+# them).  Prints, per script, the share of all samples spent in each of
+# SYMBOLS and their callees, and that share as µs per transaction
+# (share x CPUs / tps).  The samples stay in $tmp/perf.SCRIPT.
+profile_scripts() {
+	local c=$1 symbols=$2 defines=$3 s data share tps sym
+	shift 3
 	echo "  share of all samples spent in each function and its callees; µs per transaction = share x CPUs / tps"
 	printf '    %-13s %8s %8s' script tps samples
-	for sym in $PROFILE_SYMBOLS; do printf ' %22.22s' "$sym"; done
+	for sym in $symbols; do printf ' %22.22s' "$sym"; done
 	echo
-	for s in fence_plain fence_mono fence_lease; do
+	for s in "$@"; do
 		data=$tmp/perf.$s
-		pgbench_cmd "$s" "$c" $((SECONDS_PER_RUN + 2)) -D nrows="$NROWS" -D tokbase="$tokbase" &
+		# shellcheck disable=SC2086
+		pgbench_cmd "$s" "$c" $((SECONDS_PER_RUN + 2)) $defines &
 		sleep 1
 		perf record -q -e cpu-clock -F 1999 -a -g -o "$data" -- sleep "$SECONDS_PER_RUN" >/dev/null 2>&1 ||
 			fail "perf record failed"
@@ -704,17 +702,43 @@ profile_fence() {
 			fail "perf report failed"
 		tps=$(awk '/^tps = / { print $3 }' "$tmp/pgbench.out")
 		printf '    %-13s %8.0f %8s' "$s" "$tps" "$(awk '/^# Samples: / { print $3; exit }' "$data.txt")"
-		for sym in $PROFILE_SYMBOLS; do
+		for sym in $symbols; do
 			share=$(awk -v sym="$sym" '!/^#/ && $NF == sym { sub(/%/, "", $1); print $1; exit }' "$data.txt")
 			printf ' %13s %-8s' "${share:-0}%" \
 				"$(awk -v p="${share:-0}" -v n="$NCPU" -v t="$tps" 'BEGIN { printf "%.2fus", p / 100 * n / t * 1e6 }')"
 		done
 		echo
 	done
+}
+
+max_clients() { echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -n 1; }
+
+# profile_fence TOKBASE: the fence scripts at the largest client count:
+# the time under the fence trigger and its parts, and in every lookup of a
+# shared hash table (the buffer mapping's included); then, for lease mode,
+# the instructions the pin's samples fell on.
+PROFILE_SYMBOLS=${BENCH_PROFILE_SYMBOLS:-"lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"}
+profile_fence() {
+	local c
+	c=$(max_clients)
+	heading "profile: fence scripts at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
+	profile_scripts "$c" "$PROFILE_SYMBOLS" "-D nrows=$NROWS -D tokbase=$1" fence_plain fence_mono fence_lease
 	echo "  lease mode, the instructions most sampled under lockfence_pin_token (share of all samples;"
 	echo "  the two instructions before each, then the sampled one):"
 	stall_sites "$tmp/perf.fence_lease" lockfence_pin_token 5
 }
+
+# profile_locks: try_acquire and pg_try_advisory_lock on one key at the
+# largest client count: the lock functions' own share of the time, against
+# the system calls and scheduling that every statement costs.
+PROFILE_LOCK_SYMBOLS=${BENCH_PROFILE_LOCK_SYMBOLS:-"lockfence_try_acquire lockfence_release LockAcquireExtended LockRelease lockfence_xact_callback do_syscall_64 __schedule"}
+profile_locks() {
+	local c
+	c=$(max_clients)
+	heading "profile: try-locks on one key at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
+	profile_scripts "$c" "$PROFILE_LOCK_SYMBOLS" "-D nkeys=1" lf_try adv_try lf_try adv_try
+}
+if want profile-locks; then profile_locks; fi
 
 if want fence || want profile; then
 	heading "fence trigger: random-row UPDATE of a $NROWS-row table (pgbench; median tps)"
