@@ -728,15 +728,19 @@ profile_fence() {
 	stall_sites "$tmp/perf.fence_lease" lockfence_pin_token 5
 }
 
-# profile_locks: try_acquire and pg_try_advisory_lock on one key at the
-# largest client count: the lock functions' own share of the time, against
-# the system calls and scheduling that every statement costs.
-PROFILE_LOCK_SYMBOLS=${BENCH_PROFILE_LOCK_SYMBOLS:-"lockfence_try_acquire lockfence_release LockAcquireExtended LockRelease lockfence_xact_callback do_syscall_64 __schedule"}
+# profile_locks: lock scripts (default: try_acquire and
+# pg_try_advisory_lock, twice each) on few keys (default one) at the largest
+# client count: the lock functions' own share of the time, against the
+# system calls and scheduling that every statement costs.
+PROFILE_LOCK_SYMBOLS=${BENCH_PROFILE_LOCK_SYMBOLS:-"lockfence_acquire lockfence_try_acquire lockfence_release LockAcquireExtended LockRelease do_syscall_64 __schedule"}
+PROFILE_LOCK_SCRIPTS=${BENCH_PROFILE_LOCK_SCRIPTS:-"lf_try adv_try lf_try adv_try"}
+PROFILE_LOCK_KEYS=${BENCH_PROFILE_LOCK_KEYS:-1}
 profile_locks() {
 	local c
 	c=$(max_clients)
-	heading "profile: try-locks on one key at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
-	profile_scripts "$c" "$PROFILE_LOCK_SYMBOLS" "-D nkeys=1" lf_try adv_try lf_try adv_try
+	heading "profile: $PROFILE_LOCK_SCRIPTS on $PROFILE_LOCK_KEYS key(s) at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
+	# shellcheck disable=SC2086
+	profile_scripts "$c" "$PROFILE_LOCK_SYMBOLS" "-D nkeys=$PROFILE_LOCK_KEYS" $PROFILE_LOCK_SCRIPTS
 }
 if want profile-locks; then profile_locks; fi
 
