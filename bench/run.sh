@@ -169,7 +169,7 @@ done | lf_server_init "$tmp" "$port" || fail "initdb failed"
 # shared memory segment (the buffers, and lockfence's table with its million
 # slots: about 1 GB in all) miss the TLB, and on some virtual machines each
 # such miss costs microseconds: there, a random-row UPDATE at 32 clients ran
-# 3.5 times faster on huge pages.  PostgreSQL recommends huge pages for
+# 3 to 3.5 times faster on huge pages.  PostgreSQL recommends huge pages for
 # large shared memory, so the benchmark uses them where it can: as root it
 # reserves the pages the server needs (shared_memory_size_in_huge_pages,
 # PostgreSQL 15+) and gives them back at exit.  Otherwise, and with
@@ -200,7 +200,7 @@ fi
 
 #---- Output helpers ----
 
-results=$tmp/results.tsv # group, script, round, tps, share granted, others' CPU %, CPU us/txn
+results=$tmp/results.tsv # group, script, round, tps, share granted, others' CPU %, CPU us/txn, faults/txn
 summary=$tmp/summary.tsv # section, check, value, op, target, unit
 : >"$results"
 : >"$summary"
@@ -488,16 +488,17 @@ median_ok() {
 	v=$(awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $5 != "-" { print $5 }' "$results" | median) || { echo -; return; }
 	awk -v v="$v" 'BEGIN { printf "%.1f%%", v * 100 }'
 }
+# median_field GROUP SCRIPT COLUMN: median of a per-transaction column of
+# the results, "-" when no run has it
+median_field() {
+	awk -F'\t' -v g="$1" -v s="$2" -v f="$3" '$1 == g && $2 == s && $f != "-" { print $f }' "$results" | median || echo -
+}
 # median_cpu GROUP SCRIPT: median CPU time (server and pgbench) per
 # transaction, in µs; clock-tick resolution, so meaningful for runs of
 # thousands of transactions
-median_cpu() {
-	awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $7 != "-" { print $7 }' "$results" | median || echo -
-}
+median_cpu() { median_field "$1" "$2" 7; }
 # median_faults GROUP SCRIPT: median minor page faults per transaction
-median_faults() {
-	awk -F'\t' -v g="$1" -v s="$2" '$1 == g && $2 == s && $8 != "-" { print $8 }' "$results" | median || echo -
-}
+median_faults() { median_field "$1" "$2" 8; }
 # ratio GROUP A B: median over rounds of tps(A) / tps(B) in the same round
 ratio() {
 	awk -F'\t' -v g="$1" -v a="$2" -v b="$3" '
