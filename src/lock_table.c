@@ -143,6 +143,23 @@ lockfence_first_waiter_must_watch(const LockfenceEntry *entry)
 }
 
 /*
+ * When must the waiter procno wake up by itself (0: only when woken)?  At
+ * its own deadline; as first waiter also when the holder's lease can end
+ * (a pinned lease cannot: the unpin wakes it instead).  Partition lock held.
+ */
+TimestampTz
+lockfence_waiter_wake_at(const LockfenceEntry *entry, int procno)
+{
+	TimestampTz wake_at = lockfence_shared->waiters[procno].deadline;
+
+	if (entry->waiters_head == procno && entry->token != 0 &&
+		entry->scope != LF_SCOPE_XACT && entry->pins == 0 &&
+		(wake_at == 0 || entry->expires_at < wake_at))
+		wake_at = entry->expires_at;
+	return wake_at;
+}
+
+/*
  * Hand the lock to its first waiter, and wake the new first waiter if it
  * must watch the new holder's lease.
  */
@@ -218,13 +235,15 @@ report_table_full(void)
 
 /*
  * Take the lock for this backend if it is free.  Otherwise report who has it
- * and, when queue_if_busy, link this backend into the lock's FIFO queue; the
- * caller then sleeps in lockfence_wait_for_grant().
+ * and, when queue_if_busy, link this backend into the lock's FIFO queue and
+ * set *wake_at (see lockfence_waiter_wake_at); the caller then sleeps in
+ * lockfence_acquire_or_wait() without taking the partition lock again.
  */
 LockfenceAttempt
 lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 					LockfenceScope scope, int64 lease_us,
-					bool queue_if_busy, TimestampTz deadline, uint64 *token)
+					bool queue_if_busy, TimestampTz deadline, uint64 *token,
+					TimestampTz *wake_at)
 {
 	LWLock	   *lock = lockfence_partition_lock(hashcode);
 	int			myprocno = lockfence_my_procno();
@@ -303,6 +322,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		me->token = 0;
 		waiter_enqueue(entry, myprocno);
 		lockfence_partition_stats(hashcode)->waits++;
+		*wake_at = lockfence_waiter_wake_at(entry, myprocno);
 		result = LF_ATTEMPT_QUEUED;
 	}
 	LWLockRelease(lock);

@@ -60,6 +60,36 @@ leave_queue(LockfenceEntry *entry, uint32 hashcode, int myprocno,
 }
 
 /*
+ * Sleep until the latch is set or wake_at (0: no limit) has passed.  An
+ * interrupt sets the latch, so it is served as soon as we are back.
+ */
+static void
+sleep_until(TimestampTz wake_at)
+{
+	int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
+	long		sleep_ms = -1;
+
+	if (wake_at != 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		int64		wait_ms = 0;
+
+		/*
+		 * Round up, so that we do not wake just before the lease ends.
+		 * WaitLatch takes at most INT_MAX ms (24.8 days); a longer wait
+		 * simply goes round the caller's loop again.
+		 */
+		if (wake_at > now)
+			wait_ms = (wake_at - now + 999) / 1000;
+		sleep_ms = (long) Min(wait_ms, INT_MAX);
+		events |= WL_TIMEOUT;
+	}
+	(void) WaitLatch(MyLatch, events, sleep_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
  * Take the lock, waiting in its queue for at most timeout_us (0: no limit).
  * Returns LF_ATTEMPT_GRANTED with *token set, LF_ATTEMPT_SELF_HELD when this
  * backend holds the lock already, or LF_ATTEMPT_BUSY when the wait timed
@@ -74,6 +104,7 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 	int			myprocno = lockfence_my_procno();
 	LockfenceWaiter *me = &lockfence_shared->waiters[myprocno];
 	TimestampTz deadline = 0;
+	TimestampTz wake_at = 0;
 	LockfenceAttempt result;
 
 	if (timeout_us > 0)
@@ -84,19 +115,20 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 	pending_hashcode = hashcode;
 	wait_pending = true;
 
+	/*
+	 * Once queued, sleep at once: the queueing step worked out when to wake,
+	 * and a hand-off that comes before the sleep leaves the latch set.
+	 */
 	result = lockfence_try_grant(key, hashcode, scope, lease_us, true,
-								 deadline, token);
+								 deadline, token, &wake_at);
 	while (result == LF_ATTEMPT_QUEUED)
 	{
 		int			wake[2];
 		int			nwake = 0;
 		LockfenceEntry *entry;
 		TimestampTz now;
-		TimestampTz wake_at = 0;
-		long		sleep_ms = -1;
-		int			events = WL_LATCH_SET | WL_EXIT_ON_PM_DEATH;
 
-		CHECK_FOR_INTERRUPTS();
+		sleep_until(wake_at);
 
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		now = GetCurrentTimestamp();
@@ -132,32 +164,9 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 			result = LF_ATTEMPT_GRANTED;
 		}
 		else
-		{
-			wake_at = deadline;
-			/* a pinned lease cannot expire: the unpin wakes us instead */
-			if (entry->waiters_head == myprocno &&
-				entry->scope != LF_SCOPE_XACT && entry->pins == 0 &&
-				(wake_at == 0 || entry->expires_at < wake_at))
-				wake_at = entry->expires_at;
-		}
+			wake_at = lockfence_waiter_wake_at(entry, myprocno);
 		LWLockRelease(lock);
 		lockfence_wake_procs(wake, nwake);
-
-		if (result != LF_ATTEMPT_QUEUED)
-			break;
-
-		if (wake_at != 0)
-		{
-			/*
-			 * Round up, so that we do not wake just before the lease ends.
-			 * WaitLatch takes at most INT_MAX ms (24.8 days); a longer wait
-			 * simply goes round the loop again.
-			 */
-			sleep_ms = (long) Min((wake_at - now + 999) / 1000, INT_MAX);
-			events |= WL_TIMEOUT;
-		}
-		(void) WaitLatch(MyLatch, events, sleep_ms, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
 	}
 
 	wait_pending = false;

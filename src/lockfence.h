@@ -214,7 +214,7 @@ extern void lockfence_make_key(LockfenceKey *key, const char *name, int len);
 extern LockfenceAttempt lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 											LockfenceScope scope, int64 lease_us,
 											bool queue_if_busy, TimestampTz deadline,
-											uint64 *token);
+											uint64 *token, TimestampTz *wake_at);
 extern bool lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 									uint64 token, bool from_xact_end);
 extern bool lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
@@ -229,6 +229,8 @@ extern void lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode,
 								  uint64 token);
 extern bool lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now);
 extern bool lockfence_first_waiter_must_watch(const LockfenceEntry *entry);
+extern TimestampTz lockfence_waiter_wake_at(const LockfenceEntry *entry,
+											int procno);
 extern void lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode,
 								 TimestampTz now, int *wake, int *nwake);
 extern void lockfence_waiter_dequeue(LockfenceEntry *entry, int procno);

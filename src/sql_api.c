@@ -180,7 +180,7 @@ take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
 											   timeout_us, token);
 		else
 			result = lockfence_try_grant(key, hashcode, scope, lease_us, false,
-										 0, token);
+										 0, token, NULL);
 		if (result != LF_ATTEMPT_OVER_QUOTA)
 			break;
 		/* the role's own expired leases may be what it is charged for */
