@@ -27,7 +27,7 @@
 #
 # Environment:
 #   BENCH_SECONDS   length of one pgbench run (default 5)
-#   BENCH_RUNS      rounds per comparison (default 3; use >= 3)
+#   BENCH_RUNS      rounds per comparison (default 5; use >= 3)
 #   BENCH_CLIENTS   client counts (default "1 8 32"); contended and
 #                   single-key runs use the counts above 1
 #   BENCH_KEYS      keys of the uncontended runs (default 1000000)
@@ -62,7 +62,7 @@ if [ "${BENCH_QUICK:-0}" = 1 ]; then
 	: "${BENCH_INPROC_N:=100000}" "${BENCH_HANDOFF_N:=10}"
 fi
 SECONDS_PER_RUN=${BENCH_SECONDS:-5}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 CLIENTS=${BENCH_CLIENTS:-1 8 32}
 NKEYS=${BENCH_KEYS:-1000000}
 NROWS=${BENCH_ROWS:-100000}
