@@ -98,9 +98,15 @@ cp -a "$tmp/data" "$tmp/pristine"
 
 # Every session first gives acct_lease's rows live leases (they live in this
 # backend's shared memory only), then runs the statements, one per line.
+# The prepared statements stand for pgbench -M prepared (make bench): their
+# plans are cached, so EXECUTE skips most of the parsing and planning.
 PRELUDE="ALTER TABLE acct_lease DISABLE TRIGGER acct_lease_fence;
 UPDATE acct_lease SET fence_token = lockfence.acquire('acct:' || id, '2 h');
-ALTER TABLE acct_lease ENABLE TRIGGER acct_lease_fence;"
+ALTER TABLE acct_lease ENABLE TRIGGER acct_lease_fence;
+PREPARE adv_1rt(bigint) AS SELECT pg_advisory_lock(\$1), pg_advisory_unlock(\$1);
+PREPARE lf_1rt(int) AS SELECT lockfence.release('k' || \$1, lockfence.acquire('k' || \$1, '1 min', '30 s'));
+PREPARE adv_try(bigint) AS SELECT pg_try_advisory_lock(\$1), pg_advisory_unlock(\$1);
+PREPARE lf_try(int) AS SELECT lockfence.release('k' || \$1, lockfence.try_acquire('k' || \$1, '1 min'));"
 
 # ir STATEMENT N: instructions of a session that runs STATEMENT N times (@
 # in it becomes a row id or key, scattered over 1..ROWS).  Every session
@@ -133,6 +139,10 @@ for s in \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min', '30 s'));" \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min', '30 s', false));" \
 	"SELECT lockfence.release('k@', lockfence.try_acquire('k@', '1 min'));" \
+	"EXECUTE adv_1rt(@);   -- prepared: pg_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
+	"EXECUTE lf_1rt(@);    -- prepared: lockfence.release('k' || \$1, lockfence.acquire('k' || \$1, '1 min', '30 s'))" \
+	"EXECUTE adv_try(@);   -- prepared: pg_try_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
+	"EXECUTE lf_try(@);    -- prepared: lockfence.release('k' || \$1, lockfence.try_acquire('k' || \$1, '1 min'))" \
 	"UPDATE acct_plain SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_ctrig SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_mono SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \

@@ -810,6 +810,33 @@ if want fence || want profile; then
 			done
 		done
 	fi
+	if want fence; then
+		# WAL written per UPDATE, one client, 2,000 transactions each: a
+		# count, not a timing, so it is the same from run to run.  Any
+		# BEFORE ROW UPDATE trigger makes the executor lock the row before
+		# updating it (to hand the trigger the latest version), and that
+		# lock is a WAL record of its own.
+		heading "fence trigger: WAL per UPDATE (pg_stat_wal, 1 client, 2000 transactions each)"
+		printf '    %-14s %12s %12s\n' script records/tx bytes/tx
+		declare -A wal_rec wal_bytes
+		for s in $FENCE_SCRIPTS; do
+			w0=$(sql -F ' ' -c "SELECT wal_records, wal_bytes FROM pg_stat_wal") || fail "could not read pg_stat_wal"
+			PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" $PGBENCH_OPTS -c 1 -t 2000 \
+				-D nrows="$NROWS" -D tokbase="$tokbase" -f "$tmp/scripts/$s.sql" bench >"$tmp/pgbench.out" 2>&1 ||
+				{ cat "$tmp/pgbench.out" >&2; fail "pgbench $s.sql (WAL count) failed"; }
+			wait_for_backends
+			w1=$(sql -F ' ' -c "SELECT wal_records, wal_bytes FROM pg_stat_wal") || fail "could not read pg_stat_wal"
+			read -r r0 b0 <<<"$w0"
+			read -r r1 b1 <<<"$w1"
+			wal_rec[$s]=$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.2f", (b - a) / 2000 }')
+			wal_bytes[$s]=$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.1f", (b - a) / 2000 }')
+			printf '    %-14s %12s %12s\n' "$s" "${wal_rec[$s]}" "${wal_bytes[$s]}"
+		done
+		for s in fence_mono fence_lease fence_plpgsql; do
+			add_check fence "WAL records/tx $s - fence_plain" \
+				"$(awk -v a="${wal_rec[$s]}" -v b="${wal_rec[fence_plain]}" 'BEGIN { printf "%.2f", a - b }')" info - records
+		done
+	fi
 	if want profile; then profile_fence "$tokbase"; fi
 	released=$(sql -c "SELECT count(*) FILTER (WHERE lockfence.release('acct:' || id, fence_token)) FROM bench.acct_lease") ||
 		fail "could not release the row leases"
