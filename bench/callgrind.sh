@@ -139,10 +139,10 @@ for s in \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min', '30 s'));" \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min', '30 s', false));" \
 	"SELECT lockfence.release('k@', lockfence.try_acquire('k@', '1 min'));" \
-	"EXECUTE adv_1rt(@);   -- prepared: pg_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
-	"EXECUTE lf_1rt(@);    -- prepared: lockfence.release('k' || \$1, lockfence.acquire('k' || \$1, '1 min', '30 s'))" \
-	"EXECUTE adv_try(@);   -- prepared: pg_try_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
-	"EXECUTE lf_try(@);    -- prepared: lockfence.release('k' || \$1, lockfence.try_acquire('k' || \$1, '1 min'))" \
+	"EXECUTE adv_1rt(@); -- pg_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
+	"EXECUTE lf_1rt(@); -- release('k' || \$1, acquire('k' || \$1, '1 min', '30 s'))" \
+	"EXECUTE adv_try(@); -- pg_try_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
+	"EXECUTE lf_try(@); -- release('k' || \$1, try_acquire('k' || \$1, '1 min'))" \
 	"UPDATE acct_plain SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_ctrig SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_mono SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \

@@ -219,11 +219,12 @@ add_check() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6
 
 #---- Shared memory per slot (needs the server stopped) ----
 
-# Exact size of the shared memory segment, in bytes, with lockfence.max_locks
-# = $1: the sum over pg_shmem_allocations (named, anonymous and free space)
-# in a single-user backend.
+# Exact size of the shared memory in use, in bytes, with lockfence.max_locks
+# = $1: the sum over pg_shmem_allocations in a single-user backend, named
+# and anonymous allocations, not the free space (the segment's size rounded
+# up to whole pages, 2 MB ones with huge pages, would blur the difference).
 shmem_bytes() {
-	echo "SELECT sum(allocated_size) AS bytes FROM pg_shmem_allocations;" |
+	echo "SELECT sum(allocated_size) AS bytes FROM pg_shmem_allocations WHERE name IS NOT NULL;" |
 		run_pg "$bindir/postgres" --single -D "$tmp/data" -c "lockfence.max_locks=$1" postgres 2>&1 |
 		sed -n 's/.*bytes = "\([0-9]*\)".*/\1/p'
 }
@@ -239,13 +240,13 @@ if want shmem; then
 		shm_mb[$n]=$(shmem_mb "$n")
 		[[ ${shm_b[$n]} =~ ^[0-9]+$ && ${shm_mb[$n]} =~ ^[0-9]+$ ]] ||
 			fail "could not measure the shared memory size with lockfence.max_locks = $n"
-		printf '  max_locks = %-8s shared_memory_size = %6s MB   segment = %12s bytes\n' \
+		printf '  max_locks = %-8s shared_memory_size = %6s MB   in use = %12s bytes\n' \
 			"$n" "${shm_mb[$n]}" "${shm_b[$n]}"
 	done
 	for n in 10000 1000000; do
 		per=$(awk -v a="${shm_b[$n]}" -v b="${shm_b[32]}" -v n="$n" 'BEGIN { printf "%.1f", (a - b) / (n - 32) }')
 		per_mb=$(awk -v a="${shm_mb[$n]}" -v b="${shm_mb[32]}" -v n="$n" 'BEGIN { printf "%.1f", (a - b) * 1048576 / (n - 32) }')
-		printf '  per slot, 32 -> %-8s %8s bytes (exact segment sizes; %s bytes from shared_memory_size in MB)\n' \
+		printf '  per slot, 32 -> %-8s %8s bytes (exact sizes in use; %s bytes from shared_memory_size in MB)\n' \
 			"$n:" "$per" "$per_mb"
 		add_check shmem "bytes per slot, max_locks 32 -> $n" "$per" info "~300" bytes
 	done
