@@ -144,19 +144,16 @@ lockfence_first_waiter_must_watch(const LockfenceEntry *entry)
 
 /*
  * When must the waiter procno wake up by itself (0: only when woken)?  At
- * its own deadline; as first waiter also when the holder's lease can end
- * (a pinned lease cannot: the unpin wakes it instead).  Partition lock held.
+ * its own deadline, or, as first waiter that must watch the holder's lease,
+ * when that lease ends.  Partition lock held.
  */
 TimestampTz
 lockfence_waiter_wake_at(const LockfenceEntry *entry, int procno)
 {
-	TimestampTz wake_at = lockfence_shared->waiters[procno].deadline;
-
-	if (entry->waiters_head == procno && entry->token != 0 &&
-		entry->scope != LF_SCOPE_XACT && entry->pins == 0 &&
-		(wake_at == 0 || entry->expires_at < wake_at))
-		wake_at = entry->expires_at;
-	return wake_at;
+	if (entry->waiters_head == procno &&
+		lockfence_first_waiter_must_watch(entry))
+		return entry->expires_at;
+	return lockfence_shared->waiters[procno].deadline;
 }
 
 /*
