@@ -83,8 +83,15 @@ for c in $CLIENTS; do
 	[[ $c =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_CLIENTS must list positive integers, not '$CLIENTS'" >&2; exit 2; }
 done
 [ "$INPROC_N" -le 1000000 ] || { echo "bench: BENCH_INPROC_N is at most 1000000 (the lock table has $MAX_LOCKS slots)" >&2; exit 2; }
+# key modes of the lock section: name, keys, title
+lock_modes=()
 for m in $LOCK_MODES; do
-	[[ $m =~ ^(uncontended|contended|single)$ ]] || { echo "bench: BENCH_LOCK_MODES lists uncontended, contended and single, not '$m'" >&2; exit 2; }
+	case $m in
+	uncontended) lock_modes+=("uncontended:$NKEYS:uncontended, random key of $NKEYS") ;;
+	contended) lock_modes+=("contended:4:contended, random key of 4") ;;
+	single) lock_modes+=("single:1:one key") ;;
+	*) echo "bench: BENCH_LOCK_MODES lists uncontended, contended and single, not '$m'" >&2; exit 2 ;;
+	esac
 done
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 
@@ -381,13 +388,14 @@ cpu_ticks() {
 }
 
 # pgbench_cmd SCRIPT CLIENTS SECONDS ARGS...: pgbench with the settings of
-# every run, output to $tmp/pgbench.out
+# every run, output to $tmp/pgbench.out (SECONDS empty: ARGS give the
+# length, -t N)
 pgbench_cmd() {
 	local script=$1 clients=$2 secs=$3
 	shift 3
 	# shellcheck disable=SC2086
 	PGOPTIONS="-c lock_timeout=30s $run_pgoptions" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
-		$PGBENCH_OPTS -c "$clients" -j $((clients < NCPU ? clients : NCPU)) -T "$secs" "$@" \
+		$PGBENCH_OPTS -c "$clients" -j $((clients < NCPU ? clients : NCPU)) ${secs:+-T "$secs"} "$@" \
 		-f "$tmp/scripts/$script.sql" bench >"$tmp/pgbench.out" 2>&1
 }
 
@@ -507,28 +515,27 @@ median_field() {
 median_cpu() { median_field "$1" "$2" 7; }
 # median_faults GROUP SCRIPT: median minor page faults per transaction
 median_faults() { median_field "$1" "$2" 8; }
-# ratio GROUP A B: median over rounds of tps(A) / tps(B) in the same round
-ratio() {
-	awk -F'\t' -v g="$1" -v a="$2" -v b="$3" '
+# round_ratios GROUP A B [FORMAT]: tps(A) / tps(B) of each round that ran
+# both, in round order (printf FORMAT, default %.4f)
+round_ratios() {
+	awk -F'\t' -v g="$1" -v a="$2" -v b="$3" -v fmt="${4:-%.4f} " '
 		$1 == g && $2 == a { ta[$3] = $4 }
 		$1 == g && $2 == b { tb[$3] = $4 }
-		END { for (r in ta) if ((r in tb) && tb[r] > 0) printf "%.4f ", ta[r] / tb[r] }' "$results" | median
+		END { for (r = 1; r in ta; r++) if ((r in tb) && tb[r] > 0) printf fmt, ta[r] / tb[r] }' "$results"
 }
+# ratio GROUP A B: median over rounds of tps(A) / tps(B) in the same round
+ratio() { round_ratios "$1" "$2" "$3" | median; }
 fmt_ratio() { awk -v r="$1" 'BEGIN { printf "%.2fx", r }'; }
+# awk: does value v meet target t under op (>=, >, <=, <)?  Shared by the
+# rounds count and the summary's verdicts.
+MEETS_AWK='function meets(v, op, t) { return op == ">=" ? v >= t : op == ">" ? v > t : op == "<=" ? v <= t : v < t }'
 # rounds_met GROUP A B OP TARGET: "k/n", the rounds whose own ratio A/B met
 # the target.  The verdict is the median's; this shows how near the noise
 # of the machine brings it.
 rounds_met() {
-	awk -F'\t' -v g="$1" -v a="$2" -v b="$3" -v op="$4" -v t="$5" '
-		$1 == g && $2 == a { ta[$3] = $4 }
-		$1 == g && $2 == b { tb[$3] = $4 }
-		END {
-			for (r in ta) if ((r in tb) && tb[r] > 0) {
-				v = ta[r] / tb[r]; n++
-				if (op == ">=" ? v >= t : op == ">" ? v > t : op == "<=" ? v <= t : v < t) k++
-			}
-			printf "%d/%d", k, n
-		}' "$results"
+	round_ratios "$1" "$2" "$3" | awk -v op="$4" -v t="$5" "$MEETS_AWK"'
+		{ for (i = 1; i <= NF; i++) k += meets($i + 0, op, t + 0) }
+		END { printf "%d/%d", k, NF }'
 }
 # ratio_check SECTION CHECK GROUP A B OP TARGET: a summary row for A/B
 ratio_check() {
@@ -561,9 +568,7 @@ show_group() {
 	done
 	for p in $pairs; do
 		printf '    %-28s %7s   %s\n' "${p%/*} / ${p#*/}" "$(fmt_ratio "$(ratio "$group" "${p%/*}" "${p#*/}")")" \
-			"$(awk -F'\t' -v g="$group" -v a="${p%/*}" -v b="${p#*/}" '
-				$1 == g && $2 == a { ta[$3] = $4 } $1 == g && $2 == b { tb[$3] = $4 }
-				END { for (r = 1; r in ta; r++) if (tb[r] > 0) printf "%.2f ", ta[r] / tb[r] }' "$results")"
+			"$(round_ratios "$group" "${p%/*}" "${p#*/}" %.2f)"
 	done
 }
 
@@ -573,15 +578,6 @@ LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try lf_2rt/tbl_del lf_2rt/t
 FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql"
 FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain"
 
-# key modes: name, keys, title
-lock_modes=()
-for m in $LOCK_MODES; do
-	case $m in
-	uncontended) lock_modes+=("uncontended:$NKEYS:uncontended, random key of $NKEYS") ;;
-	contended) lock_modes+=("contended:4:contended, random key of 4") ;;
-	single) lock_modes+=("single:1:one key") ;;
-	esac
-done
 mode_clients() { # MODE: the client counts it runs with
 	local c
 	for c in $CLIENTS; do
@@ -810,8 +806,6 @@ if want fence || want profile; then
 						'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
 			done
 		done
-	fi
-	if want fence; then
 		# WAL written per UPDATE, one client, 2,000 transactions each: a
 		# count, not a timing, so it is the same from run to run.  Any
 		# BEFORE ROW UPDATE trigger makes the executor lock the row before
@@ -822,8 +816,7 @@ if want fence || want profile; then
 		declare -A wal_rec wal_bytes
 		for s in $FENCE_SCRIPTS; do
 			w0=$(sql -F ' ' -c "SELECT wal_records, wal_bytes FROM pg_stat_wal") || fail "could not read pg_stat_wal"
-			PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" $PGBENCH_OPTS -c 1 -t 2000 \
-				-D nrows="$NROWS" -D tokbase="$tokbase" -f "$tmp/scripts/$s.sql" bench >"$tmp/pgbench.out" 2>&1 ||
+			pgbench_cmd "$s" 1 "" -t 2000 -D nrows="$NROWS" -D tokbase="$tokbase" ||
 				{ cat "$tmp/pgbench.out" >&2; fail "pgbench $s.sql (WAL count) failed"; }
 			wait_for_backends
 			w1=$(sql -F ' ' -c "SELECT wal_records, wal_bytes FROM pg_stat_wal") || fail "could not read pg_stat_wal"
@@ -995,13 +988,13 @@ if want fence; then
 fi
 echo
 printf '  %-8s %-50s %10s  %-10s %-6s %s\n' section check value target result "rounds meeting it"
-awk -F'\t' '
+awk -F'\t' "$MEETS_AWK"'
 	function show(v, unit) { return unit == "x" ? sprintf("%.2fx", v) : sprintf("%.1f %s", v, unit) }
 	{
 		section = $1; check = $2; value = $3; op = $4; target = $5; unit = $6; rounds = $7
 		if (op == "info") { result = "info"; t = (target == "-") ? "" : "(" target (unit == "x" ? "x" : "") ")" }
 		else {
-			ok = (op == ">=") ? value >= target : (op == "<=") ? value <= target : (op == ">") ? value > target : value < target
+			ok = meets(value + 0, op, target + 0)
 			result = ok ? "PASS" : "MISS"
 			t = op " " target (unit == "x" ? "x" : " " unit)
 			if (ok) pass++; else miss++
