@@ -23,7 +23,8 @@
 # BENCHMARKING notes in bench/README.md): every comparison runs its scripts
 # alternately in one server, in rounds whose order reverses every other
 # round (A B C, C B A, A B C, ...), and reports the median tps and the median
-# of the per-round ratios.
+# of the per-round ratios.  At one client, lockfence and advisory locks, and
+# the fence scripts, are also compared within single runs (run_samerun).
 #
 # Environment:
 #   BENCH_SECONDS   length of one pgbench run (default 5)
@@ -33,6 +34,10 @@
 #   BENCH_KEYS      keys of the uncontended runs (default 1000000)
 #   BENCH_LOCK_MODES  key modes of the lock section (default "uncontended
 #                   contended single"; uncontended includes the durable group)
+#   BENCH_SAMERUN_CLIENTS  client counts at which lockfence and advisory
+#                   locks (uncontended keys) and the fence scripts are also
+#                   compared within single runs (default "1"; empty: never;
+#                   see run_samerun)
 #   BENCH_ROWS      rows of the fence-trigger table (default 100000)
 #   BENCH_INPROC_N  calls per in-process measurement (default 1000000)
 #   BENCH_HANDOFF_N handoffs per lock kind (default 100)
@@ -70,6 +75,7 @@ INPROC_N=${BENCH_INPROC_N:-1000000}
 HANDOFF_N=${BENCH_HANDOFF_N:-100}
 ONLY=${BENCH_ONLY:-shmem locks fence inproc handoff}
 LOCK_MODES=${BENCH_LOCK_MODES:-uncontended contended single}
+SAMERUN_CLIENTS=${BENCH_SAMERUN_CLIENTS-1}
 WAIT_IDLE=${BENCH_WAIT_IDLE:-0}
 HUGE_PAGES=${BENCH_HUGE_PAGES:-auto}
 MAX_LOCKS=1100000 # lockfence.max_locks: 1,000,000 random keys fit
@@ -81,6 +87,9 @@ for v in SECONDS_PER_RUN RUNS NKEYS NROWS INPROC_N HANDOFF_N; do
 done
 for c in $CLIENTS; do
 	[[ $c =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_CLIENTS must list positive integers, not '$CLIENTS'" >&2; exit 2; }
+done
+for c in $SAMERUN_CLIENTS; do
+	[[ " $CLIENTS " == *" $c "* ]] || { echo "bench: BENCH_SAMERUN_CLIENTS must list counts of BENCH_CLIENTS, not '$c'" >&2; exit 2; }
 done
 [ "$INPROC_N" -le 1000000 ] || { echo "bench: BENCH_INPROC_N is at most 1000000 (the lock table has $MAX_LOCKS slots)" >&2; exit 2; }
 # key modes of the lock section: name, keys, title
@@ -213,7 +222,7 @@ fi
 
 #---- Output helpers ----
 
-results=$tmp/results.tsv # group, script, round, tps, share granted, others' CPU %, CPU us/txn, faults/txn
+results=$tmp/results.tsv # group, script, round, tps, share granted, others' CPU %, CPU us/txn, faults/txn, mean latency us (same-run comparisons)
 summary=$tmp/summary.tsv # section, check, value, op, target, unit
 : >"$results"
 : >"$summary"
@@ -389,25 +398,34 @@ cpu_ticks() {
 
 # pgbench_cmd SCRIPT CLIENTS SECONDS ARGS...: pgbench with the settings of
 # every run, output to $tmp/pgbench.out (SECONDS empty: ARGS give the
-# length, -t N)
+# length, -t N).  SCRIPT may be a comma-separated list: one run in which
+# every transaction picks one of them at random.
 pgbench_cmd() {
-	local script=$1 clients=$2 secs=$3
+	local script=$1 clients=$2 secs=$3 f files=()
 	shift 3
+	for f in ${script//,/ }; do files+=(-f "$tmp/scripts/$f.sql"); done
 	# shellcheck disable=SC2086
 	PGOPTIONS="-c lock_timeout=30s $run_pgoptions" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
 		$PGBENCH_OPTS -c "$clients" -j $((clients < NCPU ? clients : NCPU)) ${secs:+-T "$secs"} "$@" \
-		-f "$tmp/scripts/$script.sql" bench >"$tmp/pgbench.out" 2>&1
+		"${files[@]}" bench >"$tmp/pgbench.out" 2>&1
 }
 
 # pgbench_run SCRIPT CLIENTS SECONDS DEFINES...: one run; sets run_tps,
 # run_ok (the share of transactions that got the lock, "-" when unknown)
 # run_others (% of the machine's CPU that other work used meanwhile) and
 # run_cpu_us (CPU time of the server and pgbench per transaction, in µs),
-# run_faults (their minor page faults per transaction)
+# run_faults (their minor page faults per transaction).  For a list of
+# scripts (a same-run comparison), also run_latency: each script's mean
+# transaction latency in µs, in list order, from pgbench's transaction log.
 pgbench_run() {
 	local script=$1 clients=$2 secs=$3 out=$tmp/pgbench.out before after txns t0 t1 w0 w1
-	local others0 ours0 faults0 others1 ours1 faults1
+	local others0 ours0 faults0 others1 ours1 faults1 log=""
 	shift 3
+	if [[ $script == *,* ]]; then
+		log=$tmp/samerun-log
+		rm -f "$log".*
+		set -- "$@" -l --log-prefix="$log"
+	fi
 	before=$(counters)
 	t0=$(cpu_ticks)
 	w0=$(date +%s%N)
@@ -433,9 +451,18 @@ pgbench_run() {
 	run_faults=$(awk -v a="$faults0" -v b="$faults1" -v n="$txns" \
 		'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')
 	after=$(counters)
+	run_latency=""
+	if [ -n "$log" ]; then
+		# log lines: client, transaction, latency (µs), script number, ...
+		run_latency=$(cat "$log".* | awk -v n="$(tr -cd , <<<"$script" | wc -c)" '
+			{ sum[$4] += $3; cnt[$4]++ }
+			END { for (i = 0; i <= n; i++) { if (!cnt[i]) exit 1; printf "%.3f ", sum[i] / cnt[i] } }') ||
+			fail "a script of $script ran no transaction in the same-run comparison"
+		rm -f "$log".*
+	fi
 	run_ok=$(awk -v s="$script" -v b="$before" -v a="$after" -v n="$txns" 'BEGIN {
 		split(b, x, " "); split(a, y, " ")
-		if (n == 0) d = -1
+		if (n == 0 || s ~ /,/) d = -1
 		else if (s ~ /^lf_/) d = y[1] - x[1]
 		else if (s == "tbl_del") d = y[2] - x[2]
 		else if (s == "tbl_upd") d = (y[3] - x[3]) / 2
@@ -444,6 +471,10 @@ pgbench_run() {
 		if (d < 0) print "-"; else printf "%.3f", d / n }')
 }
 
+# awk: is this results row the first of its pgbench run?  (A same-run
+# comparison writes a row per script, all with a latency in column 9.)
+# shellcheck disable=SC2016 # awk's $9, not the shell's
+RUN_KEY_AWK='function new_run(  k) { k = ($9 == "-") ? NR : $1 SUBSEP $3; if (k in seen_run) return 0; seen_run[k] = 1; return 1 }'
 # extra session settings of the runs of a group (PGOPTIONS syntax)
 run_pgoptions=""
 runs_done=0
@@ -454,7 +485,7 @@ progress() {
 	printf '  [%d/%d runs, %d repeated, %d:%02d elapsed; others used at most %s%% of the CPU during a run, %s runs marked *]\n' \
 		"$runs_done" "$runs_planned" "$retries" $((elapsed / 60)) $((elapsed % 60)) \
 		"$(awk -F'\t' -v g="$1" '$1 == g && $6 > m { m = $6 } END { print m + 0 }' "$results")" \
-		"$(awk -F'\t' -v g="$1" -v d="$DISTURBED" '$1 == g && $6 > d { n++ } END { print n + 0 }' "$results")"
+		"$(awk -F'\t' -v g="$1" -v d="$DISTURBED" "$RUN_KEY_AWK"'$1 == g && new_run() && $6 > d { n++ } END { print n + 0 }' "$results")"
 }
 
 # run_group GROUP CLIENTS "DEFINES" SCRIPT...: RUNS alternating rounds.  A
@@ -462,7 +493,7 @@ progress() {
 # kept.
 retries=0
 run_group() {
-	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others best_cpu best_faults
+	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others best_cpu best_faults best_latency
 	shift 3
 	local scripts=("$@")
 	for r in $(seq "$RUNS"); do
@@ -485,10 +516,19 @@ run_group() {
 				check_locks "$s.sql"
 				if [ -z "$best_others" ] || [ "$run_others" -lt "$best_others" ]; then
 					best_tps=$run_tps best_ok=$run_ok best_others=$run_others best_cpu=$run_cpu_us best_faults=$run_faults
+					best_latency=$run_latency
 				fi
 				[ "$run_others" -gt "$DISTURBED" ] || break
 			done
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$s" "$r" "$best_tps" "$best_ok" "$best_others" "$best_cpu" "$best_faults" >>"$results"
+			if [[ $s == *,* ]]; then
+				# a same-run comparison: a row per script, whose "tps" is
+				# what one client reaches at its mean latency, 1e6 / µs
+				paste <(tr , '\n' <<<"$s") <(tr ' ' '\n' <<<"$best_latency" | grep .) |
+					awk -F'\t' -v OFS='\t' -v g="$group" -v r="$r" -v o="$best_others" \
+						'{ print g, $1, r, sprintf("%.1f", 1e6 / $2), "-", o, "-", "-", $2 }' >>"$results"
+			else
+				printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$group" "$s" "$r" "$best_tps" "$best_ok" "$best_others" "$best_cpu" "$best_faults" >>"$results"
+			fi
 			runs_done=$((runs_done + 1))
 		done
 	done
@@ -566,10 +606,48 @@ show_group() {
 			"$(median_cpu "$group" "$s")" "$(median_faults "$group" "$s")" \
 			"$(awk -F'\t' -v g="$group" -v s="$s" -v d="$DISTURBED" '$1 == g && $2 == s { printf "%.0f%s ", $4, ($6 > d ? "*" : "") }' "$results")"
 	done
-	for p in $pairs; do
-		printf '    %-28s %7s   %s\n' "${p%/*} / ${p#*/}" "$(fmt_ratio "$(ratio "$group" "${p%/*}" "${p#*/}")")" \
-			"$(round_ratios "$group" "${p%/*}" "${p#*/}" %.2f)"
+	show_ratios "$group" "$pairs"
+}
+# show_ratios GROUP "A/B ...": the median ratio, then each round's
+show_ratios() {
+	local p
+	for p in $2; do
+		printf '    %-28s %7s   %s\n' "${p%/*} / ${p#*/}" "$(fmt_ratio "$(ratio "$1" "${p%/*}" "${p#*/}")")" \
+			"$(round_ratios "$1" "${p%/*}" "${p#*/}" %.2f)"
 	done
+}
+
+# Same-run comparisons, at the client counts of BENCH_SAMERUN_CLIENTS
+# (default 1).  At one client, the alternating runs above vary by 10-40%
+# from round to round on a shared VM: a round trip's wake-ups are either
+# fast or slow, and the mix changes from one run to the next.  Here all the
+# scripts of a group run in one pgbench run, each transaction picking one
+# at random, so they all meet the same mix; pgbench logs every
+# transaction, and a script's "tps" is 1e6 / its mean latency in µs, the
+# rate one client reaches at that latency.  A ratio A/B is thus B's mean
+# latency over A's.  Not meant for more clients: there, time spent queueing
+# for the CPUs is shared by every transaction whatever its script, which
+# pulls the latencies together and the ratios towards 1.
+samerun() { [[ " $SAMERUN_CLIENTS " == *" $1 "* ]]; }
+# run_samerun GROUP CLIENTS "DEFINES" SCRIPT...: RUNS rounds of one run each
+run_samerun() {
+	local group=$1 clients=$2 defines=$3
+	shift 3
+	local list="$*"
+	run_group "$group" "$clients" "$defines" "${list// /,}"
+}
+# show_samerun GROUP TITLE "A/B ...": mean latency per script, then ratios
+show_samerun() {
+	local group=$1 title=$2 pairs=$3 s
+	printf '\n  %s\n' "$title"
+	printf '    %-13s %12s   %s\n' script "median us" "mean latency (us) of each round"
+	# shellcheck disable=SC2013 # script names are single words
+	for s in $(awk -F'\t' -v g="$group" '$1 == g && !seen[$2]++ { print $2 }' "$results"); do
+		printf '    %-13s %12.1f   %s\n' "$s" "$(median_field "$group" "$s" 9)" \
+			"$(awk -F'\t' -v g="$group" -v s="$s" -v d="$DISTURBED" '$1 == g && $2 == s { printf "%.1f%s ", $9, ($6 > d ? "*" : "") }' "$results")"
+	done
+	echo "    ratios A / B: B's mean latency / A's"
+	show_ratios "$group" "$pairs"
 }
 
 # lockfence and advisory scripts of the same shape run next to each other
@@ -577,6 +655,54 @@ LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try tbl_del tbl_upd"
 LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try lf_2rt/tbl_del lf_2rt/tbl_upd lf_try/tbl_del lf_try/tbl_upd"
 FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql"
 FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain"
+# fence_checks LABEL GROUP: the summary rows of a fence group
+fence_checks() {
+	ratio_check fence "$1 fence_mono / fence_plain" "$2" fence_mono fence_plain '>=' 0.952
+	ratio_check fence "$1 fence_lease / fence_plain" "$2" fence_lease fence_plain '>=' 0.909
+	ratio_check fence "$1 fence_mono / fence_plpgsql" "$2" fence_mono fence_plpgsql '>' 1
+	ratio_check fence "$1 fence_lease / fence_plpgsql" "$2" fence_lease fence_plpgsql '>' 1
+	add_check fence "$1 fence_plpgsql / fence_plain" "$(ratio "$2" fence_plpgsql fence_plain)" info - x
+}
+
+# Same-run comparisons mix only scripts of one kind, round trips that use
+# the CPU alone: a script that writes (the table leases) changes how fast
+# the other scripts' round trips are when mixed with them, as the CPUs idle
+# while it waits for the WAL.
+SAMERUN_LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try"
+SAMERUN_LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try"
+DURABLE_SCRIPTS="lf_2rt tbl_del tbl_upd select1"
+DURABLE_PAIRS="lf_2rt/tbl_del lf_2rt/tbl_upd"
+
+# lock_checks LABEL GROUP MODE: the summary rows of a lock group
+lock_checks() {
+	local label=$1 group=$2 mode=$3 p a b
+	for p in $LOCK_PAIRS; do
+		a=${p%/*} b=${p#*/}
+		case $b in
+		adv_*) ratio_check locks "$label $a / $b" "$group" "$a" "$b" '>=' 0.95 ;;
+		tbl_*)
+			# the like-for-like shape: with free keys both always
+			# succeed (lf_2rt); with contention the table lease is a
+			# try-lock, so compare it with try_acquire
+			if { [ "$mode" = uncontended ] && [ "$a" = lf_2rt ]; } ||
+				{ [ "$mode" != uncontended ] && [ "$a" = lf_try ]; }; then
+				ratio_check locks "$label $a / $b" "$group" "$a" "$b" '>=' 5
+				add_check locks "$label $a / $b, ceiling" "$(ceiling "$group" "$a" "$b")" info 5 x
+			else
+				add_check locks "$label $a / $b" "$(ratio "$group" "$a" "$b")" info 5 x
+			fi
+			;;
+		esac
+	done
+}
+# durable_checks LABEL GROUP: the summary rows of a durable group
+durable_checks() {
+	local b
+	for b in tbl_del tbl_upd; do
+		ratio_check locks "$1 lf_2rt / $b" "$2" lf_2rt "$b" '>=' 5
+		add_check locks "$1 lf_2rt / $b, ceiling" "$(ceiling "$2" lf_2rt "$b")" info 5 x
+	done
+}
 
 mode_clients() { # MODE: the client counts it runs with
 	local c
@@ -592,12 +718,17 @@ if want locks; then
 		for c in $(mode_clients "$mode"); do
 			n=9
 			[ "$mode" = uncontended ] && n=$((9 + 4)) # + the durable group
+			[ "$mode" = uncontended ] && samerun "$c" && n=$((n + 1)) # + the same-run comparison
 			runs_planned=$((runs_planned + n * RUNS))
 		done
 	done
 fi
 if want fence; then
-	for c in $CLIENTS; do runs_planned=$((runs_planned + 4 * RUNS)); done
+	for c in $CLIENTS; do
+		n=4
+		samerun "$c" && n=5
+		runs_planned=$((runs_planned + n * RUNS))
+	done
 fi
 RETRY_BUDGET=$((runs_planned / 10))
 echo "  planned: $runs_planned pgbench runs of $SECONDS_PER_RUN s (about $((runs_planned * (SECONDS_PER_RUN * 10 + 2) / 600 + 1)) minutes in all, up to $RETRY_BUDGET runs more when other work disturbs them)"
@@ -625,24 +756,7 @@ if want locks; then
 			run_group "$mode/$c" "$c" "-D nkeys=$nkeys" $group_scripts
 			show_group "$mode/$c" "$title, $c clients" "$pairs"
 			progress "$mode/$c"
-			for p in $LOCK_PAIRS; do
-				a=${p%/*} b=${p#*/}
-				case $b in
-				adv_*) ratio_check locks "$mode c=$c $a / $b" "$mode/$c" "$a" "$b" '>=' 0.95 ;;
-				tbl_*)
-					# the like-for-like shape: with free keys both always
-					# succeed (lf_2rt); with contention the table lease is a
-					# try-lock, so compare it with try_acquire
-					if { [ "$mode" = uncontended ] && [ "$a" = lf_2rt ]; } ||
-						{ [ "$mode" != uncontended ] && [ "$a" = lf_try ]; }; then
-						ratio_check locks "$mode c=$c $a / $b" "$mode/$c" "$a" "$b" '>=' 5
-						add_check locks "$mode c=$c $a / $b, ceiling" "$(ceiling "$mode/$c" "$a" "$b")" info 5 x
-					else
-						add_check locks "$mode c=$c $a / $b" "$(ratio "$mode/$c" "$a" "$b")" info 5 x
-					fi
-					;;
-				esac
-			done
+			lock_checks "$mode c=$c" "$mode/$c" "$mode"
 			if [ "$mode" = uncontended ]; then
 				for a in lf_2rt lf_1rt; do
 					add_check locks "$mode c=$c $a / select1" "$(ratio "$mode/$c" "$a" select1)" info - x
@@ -652,15 +766,22 @@ if want locks; then
 				# waits for its WAL flush.  lockfence writes no WAL, so the
 				# setting changes only the baseline.
 				run_pgoptions="-c synchronous_commit=on"
-				run_group "durable/$c" "$c" "-D nkeys=$nkeys" lf_2rt tbl_del tbl_upd select1
+				# shellcheck disable=SC2086
+				run_group "durable/$c" "$c" "-D nkeys=$nkeys" $DURABLE_SCRIPTS
 				run_pgoptions=""
-				show_group "durable/$c" "$title, $c clients, synchronous_commit = on (the default)" \
-					"lf_2rt/tbl_del lf_2rt/tbl_upd"
+				show_group "durable/$c" "$title, $c clients, synchronous_commit = on (the default)" "$DURABLE_PAIRS"
 				progress "durable/$c"
-				for b in tbl_del tbl_upd; do
-					ratio_check locks "durable c=$c lf_2rt / $b" "durable/$c" lf_2rt "$b" '>=' 5
-					add_check locks "durable c=$c lf_2rt / $b, ceiling" "$(ceiling "durable/$c" lf_2rt "$b")" info 5 x
-				done
+				durable_checks "durable c=$c" "durable/$c"
+				if samerun "$c"; then
+					# shellcheck disable=SC2086
+					run_samerun "same/$mode/$c" "$c" "-D nkeys=$nkeys" $SAMERUN_LOCK_SCRIPTS
+					show_samerun "same/$mode/$c" "$title, $c clients, lockfence and advisory locks in the same run" \
+						"$SAMERUN_LOCK_PAIRS"
+					progress "same/$mode/$c"
+					for p in $SAMERUN_LOCK_PAIRS; do
+						ratio_check locks "same-run $mode c=$c ${p%/*} / ${p#*/}" "same/$mode/$c" "${p%/*}" "${p#*/}" '>=' 0.95
+					done
+				fi
 			fi
 		done
 	done
@@ -795,16 +916,19 @@ if want fence || want profile; then
 			run_group "fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
 			show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
 			progress "fence/$c"
-			ratio_check fence "c=$c fence_mono / fence_plain" "fence/$c" fence_mono fence_plain '>=' 0.952
-			ratio_check fence "c=$c fence_lease / fence_plain" "fence/$c" fence_lease fence_plain '>=' 0.909
-			ratio_check fence "c=$c fence_mono / fence_plpgsql" "fence/$c" fence_mono fence_plpgsql '>' 1
-			ratio_check fence "c=$c fence_lease / fence_plpgsql" "fence/$c" fence_lease fence_plpgsql '>' 1
-			add_check fence "c=$c fence_plpgsql / fence_plain" "$(ratio "fence/$c" fence_plpgsql fence_plain)" info - x
+			fence_checks "c=$c" "fence/$c"
 			for s in fence_mono fence_lease fence_plpgsql; do
 				add_check fence "c=$c CPU/tx $s / fence_plain" \
 					"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
 						'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
 			done
+			if samerun "$c"; then
+				# shellcheck disable=SC2086
+				run_samerun "same/fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
+				show_samerun "same/fence/$c" "fence trigger, $c clients, all scripts in the same run" "$FENCE_PAIRS"
+				progress "same/fence/$c"
+				fence_checks "same-run c=$c" "same/fence/$c"
+			fi
 		done
 		# WAL written per UPDATE, one client, 2,000 transactions each: a
 		# count, not a timing, so it is the same from run to run.  Any
@@ -939,8 +1063,8 @@ fi
 heading "SUMMARY"
 echo "  tuning: $TUNING"
 echo "  pgbench $PGBENCH_OPTS, $RUNS rounds x $SECONDS_PER_RUN s, clients $CLIENTS"
-awk -F'\t' -v d="$DISTURBED" -v r="$retries" '$6 > d { n++ } END {
-	printf "  %d pgbench runs repeated because other processes used more than %d%% of the CPU; %d of %d kept runs still were\n", r, d, n, NR }' "$results"
+awk -F'\t' -v d="$DISTURBED" -v r="$retries" "$RUN_KEY_AWK"'new_run() { runs++; if ($6 > d) n++ } END {
+	printf "  %d pgbench runs repeated because other processes used more than %d%% of the CPU; %d of %d kept runs still were\n", r, d, n, runs }' "$results"
 echo "  waited $((WAIT_BUDGET_START - WAIT_BUDGET)) s in all for other work on the machine to calm down"
 if want locks; then
 	echo
