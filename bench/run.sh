@@ -36,8 +36,8 @@
 #                   contended single"; uncontended includes the durable group)
 #   BENCH_SAMERUN_CLIENTS  client counts at which lockfence and advisory
 #                   locks (uncontended keys) and the fence scripts are also
-#                   compared within single runs (default "1"; empty: never;
-#                   see run_samerun)
+#                   compared within single runs (default "1" when
+#                   BENCH_CLIENTS has 1; empty: never; see run_samerun)
 #   BENCH_ROWS      rows of the fence-trigger table (default 100000)
 #   BENCH_INPROC_N  calls per in-process measurement (default 1000000)
 #   BENCH_HANDOFF_N handoffs per lock kind (default 100)
@@ -76,6 +76,8 @@ HANDOFF_N=${BENCH_HANDOFF_N:-100}
 ONLY=${BENCH_ONLY:-shmem locks fence inproc handoff}
 LOCK_MODES=${BENCH_LOCK_MODES:-uncontended contended single}
 SAMERUN_CLIENTS=${BENCH_SAMERUN_CLIENTS-1}
+# the default follows BENCH_CLIENTS
+[ -n "${BENCH_SAMERUN_CLIENTS+set}" ] || [[ " $CLIENTS " == *" 1 "* ]] || SAMERUN_CLIENTS=""
 WAIT_IDLE=${BENCH_WAIT_IDLE:-0}
 HUGE_PAGES=${BENCH_HUGE_PAGES:-auto}
 MAX_LOCKS=1100000 # lockfence.max_locks: 1,000,000 random keys fit
@@ -653,8 +655,8 @@ show_samerun() {
 # lockfence and advisory scripts of the same shape run next to each other
 LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try tbl_del tbl_upd"
 LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try lf_2rt/tbl_del lf_2rt/tbl_upd lf_try/tbl_del lf_try/tbl_upd"
-FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql"
-FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain"
+FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql fence_noop"
+FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain fence_noop/fence_plain fence_mono/fence_noop fence_lease/fence_noop"
 # fence_checks LABEL GROUP: the summary rows of a fence group
 fence_checks() {
 	ratio_check fence "$1 fence_mono / fence_plain" "$2" fence_mono fence_plain '>=' 0.952
@@ -662,12 +664,17 @@ fence_checks() {
 	ratio_check fence "$1 fence_mono / fence_plpgsql" "$2" fence_mono fence_plpgsql '>' 1
 	ratio_check fence "$1 fence_lease / fence_plpgsql" "$2" fence_lease fence_plpgsql '>' 1
 	add_check fence "$1 fence_plpgsql / fence_plain" "$(ratio "$2" fence_plpgsql fence_plain)" info - x
+	# how much of it any BEFORE ROW trigger costs, and how much lockfence
+	add_check fence "$1 fence_noop / fence_plain" "$(ratio "$2" fence_noop fence_plain)" info - x
+	add_check fence "$1 fence_mono / fence_noop" "$(ratio "$2" fence_mono fence_noop)" info - x
+	add_check fence "$1 fence_lease / fence_noop" "$(ratio "$2" fence_lease fence_noop)" info - x
 }
 
-# Same-run comparisons mix only scripts of one kind, round trips that use
-# the CPU alone: a script that writes (the table leases) changes how fast
-# the other scripts' round trips are when mixed with them, as the CPUs idle
-# while it waits for the WAL.
+# Same-run comparisons are for the targets whose ratios are near 1:
+# lockfence against advisory locks, and the fence trigger.  The table
+# leases stay in alternating runs only: with synchronous_commit = on each
+# waits for WAL flushes, and mixed in, that changes how fast the other
+# scripts' round trips are (the CPUs idle while it waits).
 SAMERUN_LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try"
 SAMERUN_LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try"
 DURABLE_SCRIPTS="lf_2rt tbl_del tbl_upd select1"
@@ -725,8 +732,8 @@ if want locks; then
 fi
 if want fence; then
 	for c in $CLIENTS; do
-		n=4
-		samerun "$c" && n=5
+		n=5
+		samerun "$c" && n=6
 		runs_planned=$((runs_planned + n * RUNS))
 	done
 fi
@@ -904,9 +911,10 @@ if want fence || want profile; then
 	expected_locks=$NROWS
 	echo "  setup: one 2 h lease per row, lockfence.acquire('acct:' || id, '2 h'), taken in id order at the"
 	echo "  start of this section, token stored in the row; the UPDATE sets fence_token = $tokbase + id, the"
-	echo "  live token of the row's lock (the same values in all four tables), so lease mode accepts and pins it"
+	echo "  live token of the row's lock (the same values in all five tables), so lease mode accepts and pins it"
 	echo "  fence_plain: no trigger; fence_mono: fence_check('fence_token'); fence_lease: fence_check('fence_token',"
-	echo "  'acct:', 'id'); fence_plpgsql: the monotonic check in PL/pgSQL"
+	echo "  'acct:', 'id'); fence_plpgsql: the monotonic check in PL/pgSQL; fence_noop: a C BEFORE ROW trigger"
+	echo "  that does next to nothing (suppress_redundant_updates_trigger), the price of any such trigger"
 	for s in $FENCE_SCRIPTS; do # warm-up
 		pgbench_run "$s" "$NCPU" 1 -D nrows="$NROWS" -D tokbase="$tokbase"
 	done
@@ -917,7 +925,7 @@ if want fence || want profile; then
 			show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
 			progress "fence/$c"
 			fence_checks "c=$c" "fence/$c"
-			for s in fence_mono fence_lease fence_plpgsql; do
+			for s in fence_noop fence_mono fence_lease fence_plpgsql; do
 				add_check fence "c=$c CPU/tx $s / fence_plain" \
 					"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
 						'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
@@ -950,7 +958,7 @@ if want fence || want profile; then
 			wal_bytes[$s]=$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.1f", (b - a) / 2000 }')
 			printf '    %-14s %12s %12s\n' "$s" "${wal_rec[$s]}" "${wal_bytes[$s]}"
 		done
-		for s in fence_mono fence_lease fence_plpgsql; do
+		for s in fence_noop fence_mono fence_lease fence_plpgsql; do
 			add_check fence "WAL records/tx $s - fence_plain" \
 				"$(awk -v a="${wal_rec[$s]}" -v b="${wal_rec[fence_plain]}" 'BEGIN { printf "%.2f", a - b }')" info - records
 		done
@@ -1102,11 +1110,11 @@ if want fence; then
 	echo
 	echo "  fence trigger, median tps"
 	printf '  %-12s %4s' "" c
-	for s in fence_plain fence_mono fence_lease fence_plpgsql; do printf ' %13s' "$s"; done
+	for s in fence_plain fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13s' "$s"; done
 	echo
 	for c in $CLIENTS; do
 		printf '  %-12s %4s' "" "$c"
-		for s in fence_plain fence_mono fence_lease fence_plpgsql; do printf ' %13.0f' "$(median_tps "fence/$c" "$s")"; done
+		for s in fence_plain fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13.0f' "$(median_tps "fence/$c" "$s")"; done
 		echo
 	done
 fi

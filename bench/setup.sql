@@ -15,7 +15,7 @@ CREATE TABLE bench.leases_upd (name text PRIMARY KEY, token bigint NOT NULL,
 INSERT INTO bench.leases_upd
     SELECT 'k' || i, 1, '-infinity' FROM generate_series(1, :nkeys) i;
 
--- The fence trigger: four identical tables, filled at the start of the
+-- The fence trigger: five identical tables, filled at the start of the
 -- fence section (bench/fence_setup.sql).  fillfactor 80 leaves room for HOT
 -- updates in all of them alike.
 CREATE TABLE bench.acct_plain (id int PRIMARY KEY, balance bigint NOT NULL,
@@ -23,6 +23,7 @@ CREATE TABLE bench.acct_plain (id int PRIMARY KEY, balance bigint NOT NULL,
 CREATE TABLE bench.acct_mono (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
 CREATE TABLE bench.acct_lease (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
 CREATE TABLE bench.acct_plpgsql (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
+CREATE TABLE bench.acct_noop (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
 
 -- What an application would write without lockfence: fence_check's
 -- monotonic mode in PL/pgSQL.
@@ -45,6 +46,11 @@ CREATE TRIGGER acct_lease_fence BEFORE INSERT OR UPDATE ON bench.acct_lease
     FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('fence_token', 'acct:', 'id');
 CREATE TRIGGER acct_plpgsql_fence BEFORE INSERT OR UPDATE ON bench.acct_plpgsql
     FOR EACH ROW EXECUTE FUNCTION bench.fence_plpgsql();
+-- The price of any BEFORE ROW UPDATE trigger, whatever it does: PostgreSQL's
+-- built-in C trigger that only compares the old and new row (they always
+-- differ here, so every UPDATE goes ahead).
+CREATE TRIGGER acct_noop_trigger BEFORE UPDATE ON bench.acct_noop
+    FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger();
 
 -- Handoff latency on one contended lock, lockfence and advisory alternately
 -- (A B A B ...).  This session holds the lock; a second session, driven
