@@ -655,8 +655,8 @@ show_samerun() {
 # lockfence and advisory scripts of the same shape run next to each other
 LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try tbl_del tbl_upd"
 LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try lf_2rt/tbl_del lf_2rt/tbl_upd lf_try/tbl_del lf_try/tbl_upd"
-FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql fence_noop"
-FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain fence_noop/fence_plain fence_mono/fence_noop fence_lease/fence_noop"
+FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql fence_noop fence_plain2"
+FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain fence_noop/fence_plain fence_mono/fence_noop fence_lease/fence_noop fence_plain2/fence_plain"
 # fence_checks LABEL GROUP: the summary rows of a fence group
 fence_checks() {
 	ratio_check fence "$1 fence_mono / fence_plain" "$2" fence_mono fence_plain '>=' 0.952
@@ -668,6 +668,8 @@ fence_checks() {
 	add_check fence "$1 fence_noop / fence_plain" "$(ratio "$2" fence_noop fence_plain)" info - x
 	add_check fence "$1 fence_mono / fence_noop" "$(ratio "$2" fence_mono fence_noop)" info - x
 	add_check fence "$1 fence_lease / fence_noop" "$(ratio "$2" fence_lease fence_noop)" info - x
+	# A/A control: two identical scripts; how far apart the method reads them
+	add_check fence "$1 fence_plain2 / fence_plain (A/A)" "$(ratio "$2" fence_plain2 fence_plain)" info - x
 }
 
 # Same-run comparisons are for the targets whose ratios are near 1:
@@ -732,8 +734,8 @@ if want locks; then
 fi
 if want fence; then
 	for c in $CLIENTS; do
-		n=5
-		samerun "$c" && n=6
+		n=6
+		samerun "$c" && n=7
 		runs_planned=$((runs_planned + n * RUNS))
 	done
 fi
@@ -911,10 +913,11 @@ if want fence || want profile; then
 	expected_locks=$NROWS
 	echo "  setup: one 2 h lease per row, lockfence.acquire('acct:' || id, '2 h'), taken in id order at the"
 	echo "  start of this section, token stored in the row; the UPDATE sets fence_token = $tokbase + id, the"
-	echo "  live token of the row's lock (the same values in all five tables), so lease mode accepts and pins it"
+	echo "  live token of the row's lock (the same values in all six tables), so lease mode accepts and pins it"
 	echo "  fence_plain: no trigger; fence_mono: fence_check('fence_token'); fence_lease: fence_check('fence_token',"
 	echo "  'acct:', 'id'); fence_plpgsql: the monotonic check in PL/pgSQL; fence_noop: a C BEFORE ROW trigger"
-	echo "  that does next to nothing (suppress_redundant_updates_trigger), the price of any such trigger"
+	echo "  that does next to nothing (suppress_redundant_updates_trigger), the price of any such trigger;"
+	echo "  fence_plain2: fence_plain on a second table, an A/A control"
 	for s in $FENCE_SCRIPTS; do # warm-up
 		pgbench_run "$s" "$NCPU" 1 -D nrows="$NROWS" -D tokbase="$tokbase"
 	done
@@ -1110,11 +1113,11 @@ if want fence; then
 	echo
 	echo "  fence trigger, median tps"
 	printf '  %-12s %4s' "" c
-	for s in fence_plain fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13s' "$s"; done
+	for s in fence_plain fence_plain2 fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13s' "$s"; done
 	echo
 	for c in $CLIENTS; do
 		printf '  %-12s %4s' "" "$c"
-		for s in fence_plain fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13.0f' "$(median_tps "fence/$c" "$s")"; done
+		for s in fence_plain fence_plain2 fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13.0f' "$(median_tps "fence/$c" "$s")"; done
 		echo
 	done
 fi
