@@ -621,10 +621,10 @@ show_ratios() {
 
 # Same-run comparisons, at the client counts of BENCH_SAMERUN_CLIENTS
 # (default 1).  At one client, the alternating runs above vary by 10-40%
-# from round to round on a shared VM: a round trip's wake-ups are either
-# fast or slow, and the mix changes from one run to the next.  Here all the
-# scripts of a group run in one pgbench run, each transaction picking one
-# at random, so they all meet the same mix; pgbench logs every
+# from round to round on a shared VM: how fast it wakes the client and the
+# server for each round trip changes from one run to the next.  Here all
+# the scripts of a group run in one pgbench run, each transaction picking
+# one at random, so they all meet the same conditions; pgbench logs every
 # transaction, and a script's "tps" is 1e6 / its mean latency in µs, the
 # rate one client reaches at that latency.  A ratio A/B is thus B's mean
 # latency over A's.  Not meant for more clients: there, time spent queueing
