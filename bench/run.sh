@@ -597,13 +597,14 @@ ceiling() {
 		END { for (r in st) if ((r in tb) && (r in s1) && tb[r] > 0) printf "%.4f ", s1[r] / st[r] / tb[r] }' "$results" | median
 }
 
+# group_scripts GROUP: the scripts of a group, in the order they first ran
+group_scripts() { awk -F'\t' -v g="$1" '$1 == g && !seen[$2]++ { print $2 }' "$results"; }
 # show_group GROUP TITLE "A/B ...": tps per script, then the ratios
 show_group() {
 	local group=$1 title=$2 pairs=$3 s p
 	printf '\n  %s\n' "$title"
 	printf '    %-13s %12s %9s %10s %9s   %s\n' script "median tps" granted "CPU us/tx" "faults/tx" "tps of each round"
-	# shellcheck disable=SC2013 # script names are single words
-	for s in $(awk -F'\t' -v g="$group" '$1 == g && !seen[$2]++ { print $2 }' "$results"); do
+	for s in $(group_scripts "$group"); do
 		printf '    %-13s %12.0f %9s %10s %9s   %s\n' "$s" "$(median_tps "$group" "$s")" "$(median_ok "$group" "$s")" \
 			"$(median_cpu "$group" "$s")" "$(median_faults "$group" "$s")" \
 			"$(awk -F'\t' -v g="$group" -v s="$s" -v d="$DISTURBED" '$1 == g && $2 == s { printf "%.0f%s ", $4, ($6 > d ? "*" : "") }' "$results")"
@@ -643,8 +644,7 @@ show_samerun() {
 	local group=$1 title=$2 pairs=$3 s
 	printf '\n  %s\n' "$title"
 	printf '    %-13s %12s   %s\n' script "median us" "mean latency (us) of each round"
-	# shellcheck disable=SC2013 # script names are single words
-	for s in $(awk -F'\t' -v g="$group" '$1 == g && !seen[$2]++ { print $2 }' "$results"); do
+	for s in $(group_scripts "$group"); do
 		printf '    %-13s %12.1f   %s\n' "$s" "$(median_field "$group" "$s" 9)" \
 			"$(awk -F'\t' -v g="$group" -v s="$s" -v d="$DISTURBED" '$1 == g && $2 == s { printf "%.1f%s ", $9, ($6 > d ? "*" : "") }' "$results")"
 	done
@@ -656,6 +656,9 @@ show_samerun() {
 LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try tbl_del tbl_upd"
 LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try lf_2rt/tbl_del lf_2rt/tbl_upd lf_try/tbl_del lf_try/tbl_upd"
 FENCE_SCRIPTS="fence_mono fence_plain fence_lease fence_plpgsql fence_noop fence_plain2"
+# the scripts with a trigger, and the order of the summary's tps table
+FENCE_TRIGGERS="fence_noop fence_mono fence_lease fence_plpgsql"
+FENCE_TABLE="fence_plain fence_plain2 $FENCE_TRIGGERS"
 FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_plpgsql/fence_plain fence_noop/fence_plain fence_mono/fence_noop fence_lease/fence_noop fence_plain2/fence_plain"
 # fence_checks LABEL GROUP: the summary rows of a fence group
 fence_checks() {
@@ -682,10 +685,10 @@ SAMERUN_LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try"
 DURABLE_SCRIPTS="lf_2rt tbl_del tbl_upd select1"
 DURABLE_PAIRS="lf_2rt/tbl_del lf_2rt/tbl_upd"
 
-# lock_checks LABEL GROUP MODE: the summary rows of a lock group
+# lock_checks LABEL GROUP MODE PAIRS: the summary rows of a lock group
 lock_checks() {
-	local label=$1 group=$2 mode=$3 p a b
-	for p in $LOCK_PAIRS; do
+	local label=$1 group=$2 mode=$3 pairs=$4 p a b
+	for p in $pairs; do
 		a=${p%/*} b=${p#*/}
 		case $b in
 		adv_*) ratio_check locks "$label $a / $b" "$group" "$a" "$b" '>=' 0.95 ;;
@@ -765,7 +768,7 @@ if want locks; then
 			run_group "$mode/$c" "$c" "-D nkeys=$nkeys" $group_scripts
 			show_group "$mode/$c" "$title, $c clients" "$pairs"
 			progress "$mode/$c"
-			lock_checks "$mode c=$c" "$mode/$c" "$mode"
+			lock_checks "$mode c=$c" "$mode/$c" "$mode" "$LOCK_PAIRS"
 			if [ "$mode" = uncontended ]; then
 				for a in lf_2rt lf_1rt; do
 					add_check locks "$mode c=$c $a / select1" "$(ratio "$mode/$c" "$a" select1)" info - x
@@ -787,9 +790,7 @@ if want locks; then
 					show_samerun "same/$mode/$c" "$title, $c clients, lockfence and advisory locks in the same run" \
 						"$SAMERUN_LOCK_PAIRS"
 					progress "same/$mode/$c"
-					for p in $SAMERUN_LOCK_PAIRS; do
-						ratio_check locks "same-run $mode c=$c ${p%/*} / ${p#*/}" "same/$mode/$c" "${p%/*}" "${p#*/}" '>=' 0.95
-					done
+					lock_checks "same-run $mode c=$c" "same/$mode/$c" "$mode" "$SAMERUN_LOCK_PAIRS"
 				fi
 			fi
 		done
@@ -928,7 +929,7 @@ if want fence || want profile; then
 			show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
 			progress "fence/$c"
 			fence_checks "c=$c" "fence/$c"
-			for s in fence_noop fence_mono fence_lease fence_plpgsql; do
+			for s in $FENCE_TRIGGERS; do
 				add_check fence "c=$c CPU/tx $s / fence_plain" \
 					"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
 						'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
@@ -961,7 +962,7 @@ if want fence || want profile; then
 			wal_bytes[$s]=$(awk -v a="$b0" -v b="$b1" 'BEGIN { printf "%.1f", (b - a) / 2000 }')
 			printf '    %-14s %12s %12s\n' "$s" "${wal_rec[$s]}" "${wal_bytes[$s]}"
 		done
-		for s in fence_noop fence_mono fence_lease fence_plpgsql; do
+		for s in $FENCE_TRIGGERS; do
 			add_check fence "WAL records/tx $s - fence_plain" \
 				"$(awk -v a="${wal_rec[$s]}" -v b="${wal_rec[fence_plain]}" 'BEGIN { printf "%.2f", a - b }')" info - records
 		done
@@ -1113,11 +1114,11 @@ if want fence; then
 	echo
 	echo "  fence trigger, median tps"
 	printf '  %-12s %4s' "" c
-	for s in fence_plain fence_plain2 fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13s' "$s"; done
+	for s in $FENCE_TABLE; do printf ' %13s' "$s"; done
 	echo
 	for c in $CLIENTS; do
 		printf '  %-12s %4s' "" "$c"
-		for s in fence_plain fence_plain2 fence_noop fence_mono fence_lease fence_plpgsql; do printf ' %13.0f' "$(median_tps "fence/$c" "$s")"; done
+		for s in $FENCE_TABLE; do printf ' %13.0f' "$(median_tps "fence/$c" "$s")"; done
 		echo
 	done
 fi
