@@ -38,6 +38,12 @@
 #                   locks (uncontended keys) and the fence scripts are also
 #                   compared within single runs (default "1" when
 #                   BENCH_CLIENTS has 1; empty: never; see run_samerun)
+#   BENCH_PAIRED_CLIENTS  client counts at which the same pairs are also
+#                   compared in paired runs (default: those of BENCH_CLIENTS
+#                   above 1; even counts only; empty: never; see run_paired)
+#   BENCH_METHODS   which comparisons to run (default "alternating same-run
+#                   paired"); the table leases and the summary's tps tables
+#                   come from the alternating runs
 #   BENCH_ROWS      rows of the fence-trigger table (default 100000)
 #   BENCH_INPROC_N  calls per in-process measurement (default 1000000)
 #   BENCH_HANDOFF_N handoffs per lock kind (default 100)
@@ -78,6 +84,7 @@ LOCK_MODES=${BENCH_LOCK_MODES:-uncontended contended single}
 SAMERUN_CLIENTS=${BENCH_SAMERUN_CLIENTS-1}
 # the default follows BENCH_CLIENTS
 [ -n "${BENCH_SAMERUN_CLIENTS+set}" ] || [[ " $CLIENTS " == *" 1 "* ]] || SAMERUN_CLIENTS=""
+METHODS=${BENCH_METHODS:-alternating same-run paired}
 WAIT_IDLE=${BENCH_WAIT_IDLE:-0}
 HUGE_PAGES=${BENCH_HUGE_PAGES:-auto}
 MAX_LOCKS=1100000 # lockfence.max_locks: 1,000,000 random keys fit
@@ -92,6 +99,16 @@ for c in $CLIENTS; do
 done
 for c in $SAMERUN_CLIENTS; do
 	[[ " $CLIENTS " == *" $c "* ]] || { echo "bench: BENCH_SAMERUN_CLIENTS must list counts of BENCH_CLIENTS, not '$c'" >&2; exit 2; }
+done
+# the default: the even counts of BENCH_CLIENTS above 1
+PAIRED_CLIENTS=${BENCH_PAIRED_CLIENTS-$(for c in $CLIENTS; do if [ "$c" -gt 1 ] && [ $((c % 2)) -eq 0 ]; then echo "$c"; fi; done | xargs)}
+for c in $PAIRED_CLIENTS; do
+	[[ " $CLIENTS " == *" $c "* ]] && [ $((c % 2)) -eq 0 ] ||
+		{ echo "bench: BENCH_PAIRED_CLIENTS must list even counts of BENCH_CLIENTS, not '$c'" >&2; exit 2; }
+done
+for m in $METHODS; do
+	[[ $m =~ ^(alternating|same-run|paired)$ ]] ||
+		{ echo "bench: BENCH_METHODS lists alternating, same-run and paired, not '$m'" >&2; exit 2; }
 done
 [ "$INPROC_N" -le 1000000 ] || { echo "bench: BENCH_INPROC_N is at most 1000000 (the lock table has $MAX_LOCKS slots)" >&2; exit 2; }
 # key modes of the lock section: name, keys, title
@@ -182,6 +199,8 @@ cd "$tmp" # the server's user may not be able to enter the source tree
 # the scripts, where the server's user can read them
 run_pg mkdir "$tmp/scripts"
 cp "$src"/bench/*.sql "$src"/bench/locks/*.sql "$src"/bench/fence/*.sql "$tmp/scripts/"
+# the A/A control of the paired lock runs: adv_2rt under a second name
+cp "$tmp/scripts/adv_2rt.sql" "$tmp/scripts/adv_2rt2.sql"
 [ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER" "$tmp/scripts"
 port=$(lf_pick_port) || fail "no unused port found"
 
@@ -325,6 +344,7 @@ echo "  machine: $NCPU CPUs, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 
 echo "  server: throwaway, unix socket, $TUNING"
 echo "  pgbench: $PGBENCH_OPTS -T $SECONDS_PER_RUN, -j min(clients, $NCPU), PGOPTIONS='-c lock_timeout=30s'"
 echo "  rounds: $RUNS per comparison, order reversed every other round; clients: $CLIENTS"
+echo "  comparisons: $METHODS (same-run at clients: ${SAMERUN_CLIENTS:-none}; paired at clients: ${PAIRED_CLIENTS:-none})"
 
 #---- pgbench runs ----
 
@@ -474,20 +494,23 @@ pgbench_run() {
 }
 
 # awk: is this results row the first of its pgbench run?  (A same-run
-# comparison writes a row per script, all with a latency in column 9.)
+# comparison writes a row per script, all with a latency in column 9; a
+# paired run two rows, in a group of its pair, group "pair/...".)
 # shellcheck disable=SC2016 # awk's $9, not the shell's
-RUN_KEY_AWK='function new_run(  k) { k = ($9 == "-") ? NR : $1 SUBSEP $3; if (k in seen_run) return 0; seen_run[k] = 1; return 1 }'
+RUN_KEY_AWK='function new_run(  k) { k = ($9 == "-" && $1 !~ /^pair\//) ? NR : $1 SUBSEP $3; if (k in seen_run) return 0; seen_run[k] = 1; return 1 }'
 # extra session settings of the runs of a group (PGOPTIONS syntax)
 run_pgoptions=""
 runs_done=0
 runs_planned=0
 bench_started=$(date +%s)
+# progress GROUP: a line on the runs so far; for paired runs GROUP is the
+# prefix of the pairs' groups
 progress() {
 	local elapsed=$(($(date +%s) - bench_started))
 	printf '  [%d/%d runs, %d repeated, %d:%02d elapsed; others used at most %s%% of the CPU during a run, %s runs marked *]\n' \
 		"$runs_done" "$runs_planned" "$retries" $((elapsed / 60)) $((elapsed % 60)) \
-		"$(awk -F'\t' -v g="$1" '$1 == g && $6 > m { m = $6 } END { print m + 0 }' "$results")" \
-		"$(awk -F'\t' -v g="$1" -v d="$DISTURBED" "$RUN_KEY_AWK"'$1 == g && new_run() && $6 > d { n++ } END { print n + 0 }' "$results")"
+		"$(awk -F'\t' -v g="$1" '($1 == g || index($1, g ":") == 1) && $6 > m { m = $6 } END { print m + 0 }' "$results")" \
+		"$(awk -F'\t' -v g="$1" -v d="$DISTURBED" "$RUN_KEY_AWK"'($1 == g || index($1, g ":") == 1) && new_run() && $6 > d { n++ } END { print n + 0 }' "$results")"
 }
 
 # run_group GROUP CLIENTS "DEFINES" SCRIPT...: RUNS alternating rounds.  A
@@ -631,7 +654,8 @@ show_ratios() {
 # latency over A's.  Not meant for more clients: there, time spent queueing
 # for the CPUs is shared by every transaction whatever its script, which
 # pulls the latencies together and the ratios towards 1.
-samerun() { [[ " $SAMERUN_CLIENTS " == *" $1 "* ]]; }
+method() { [[ " $METHODS " == *" $1 "* ]]; }
+samerun() { method same-run && [[ " $SAMERUN_CLIENTS " == *" $1 "* ]]; }
 # run_samerun GROUP CLIENTS "DEFINES" SCRIPT...: RUNS rounds of one run each
 run_samerun() {
 	local group=$1 clients=$2 defines=$3
@@ -651,6 +675,143 @@ show_samerun() {
 	echo "    ratios A / B: B's mean latency / A's"
 	show_ratios "$group" "$pairs"
 }
+
+# Paired runs, at the client counts of BENCH_PAIRED_CLIENTS (default: the
+# even ones above 1).  With more clients than CPUs the same-run comparison
+# reads every ratio near 1, and alternating runs differ by up to 10% from
+# one run to the next even for two identical scripts.  Here two pgbench
+# processes run at the same time, each with half the clients, one running
+# A and the other B: both meet the same machine at the same moment, and
+# each gets what its transactions cost.  A/B is the ratio of their tps,
+# counted over the time both ran; the first to start alternates from round
+# to round.  What the pair shares is
+# the CPUs; the locks do not meet (lockfence and advisory locks are
+# separate, and the keys random), so only uncontended keys are paired.
+paired() { method paired && [[ " $PAIRED_CLIENTS " == *" $1 "* ]]; }
+# pgbench_pair A B CLIENTS FIRST DEFINES...: one paired run; FIRST (a or b)
+# starts first.  Sets pair_tps_a, pair_tps_b and run_others.
+pgbench_pair() {
+	local a=$1 b=$2 clients=$3 first=$4 half jobs s pid_a pid_b t0 t1 w0 w1 others0 others1 st=0
+	shift 4
+	half=$((clients / 2))
+	jobs=$((NCPU / 2 > 0 ? NCPU / 2 : 1))
+	jobs=$((half < jobs ? half : jobs))
+	t0=$(cpu_ticks)
+	w0=$(date +%s%N)
+	for s in $first $([ "$first" = a ] && echo b || echo a); do
+		# shellcheck disable=SC2086
+		PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" $PGBENCH_OPTS \
+			-c "$half" -j "$jobs" -T "$SECONDS_PER_RUN" -l --log-prefix="$tmp/pair-log-$s" "$@" \
+			-f "$tmp/scripts/$([ "$s" = a ] && echo "$a" || echo "$b").sql" bench >"$tmp/pair-$s.out" 2>&1 &
+		if [ "$s" = a ]; then pid_a=$!; else pid_b=$!; fi
+	done
+	wait "$pid_a" || st=1
+	wait "$pid_b" || st=1
+	if [ "$st" -ne 0 ]; then
+		cat "$tmp/pair-a.out" "$tmp/pair-b.out" >&2
+		fail "paired pgbench run of $a.sql and $b.sql with $clients clients failed"
+	fi
+	# Count each side's transactions in the window where both ran: the two
+	# pgbench processes start and stop some milliseconds apart, and whoever
+	# runs alone meanwhile has the machine to itself.  Log lines: client,
+	# transaction, latency, script, end time in epoch seconds and µs.
+	read -r pair_tps_a pair_tps_b <<<"$(awk -v margin="$SECONDS_PER_RUN" '
+		FNR == 1 { side = (FILENAME ~ /pair-log-a/) ? "a" : "b" }
+		{ t = $5 + $6 / 1e6; n[side]++; when[side, n[side]] = t
+		  if (!(side in lo) || t < lo[side]) lo[side] = t
+		  if (!(side in hi) || t > hi[side]) hi[side] = t }
+		END {
+			from = (lo["a"] > lo["b"] ? lo["a"] : lo["b"]) + margin / 10
+			to = (hi["a"] < hi["b"] ? hi["a"] : hi["b"]) - margin / 10
+			if (!n["a"] || !n["b"] || to - from < margin / 2) exit 1
+			for (i = 1; i <= n["a"]; i++) if (when["a", i] > from && when["a", i] <= to) ca++
+			for (i = 1; i <= n["b"]; i++) if (when["b", i] > from && when["b", i] <= to) cb++
+			printf "%.1f %.1f\n", ca / (to - from), cb / (to - from) }' "$tmp"/pair-log-a.* "$tmp"/pair-log-b.*)" ||
+		fail "the paired run of $a.sql and $b.sql did not overlap long enough"
+	rm -f "$tmp"/pair-log-*
+	[ -n "$pair_tps_a" ] && [ -n "$pair_tps_b" ] || fail "no tps from the paired run of $a.sql and $b.sql"
+	wait_for_backends
+	w1=$(date +%s%N)
+	t1=$(cpu_ticks)
+	read -r others0 _ <<<"$t0"
+	read -r others1 _ <<<"$t1"
+	run_others=$(awk -v a="$others0" -v b="$others1" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
+		'BEGIN { v = 100 * (b - a) / (w / 1e9 * hz * n); printf "%.0f", v < 0 ? 0 : v }')
+}
+# run_paired PREFIX CLIENTS "DEFINES" "A/B ...": RUNS rounds of one paired
+# run per pair, the pairs' order reversed every other round; each pair's
+# rows go to group PREFIX:A/B.  A disturbed run is repeated as in run_group.
+run_paired() {
+	local prefix=$1 clients=$2 defines=$3 r p a b first attempt best_a best_b best_others
+	local pairs=() order
+	read -r -a pairs <<<"$4"
+	for r in $(seq "$RUNS"); do
+		first=$([ $((r % 2)) -eq 1 ] && echo a || echo b)
+		if [ $((r % 2)) -eq 1 ]; then
+			order=("${pairs[@]}")
+		else
+			order=()
+			for ((i = ${#pairs[@]} - 1; i >= 0; i--)); do order+=("${pairs[$i]}"); done
+		fi
+		for p in "${order[@]}"; do
+			a=${p%/*} b=${p#*/} best_others=""
+			for attempt in 0 1 2; do
+				if [ "$attempt" -gt 0 ]; then
+					[ "$retries" -lt "$RETRY_BUDGET" ] || break
+					retries=$((retries + 1))
+					wait_quiet 60
+				fi
+				# shellcheck disable=SC2086
+				pgbench_pair "$a" "$b" "$clients" "$first" $defines
+				check_locks "the paired run of $a.sql and $b.sql"
+				if [ -z "$best_others" ] || [ "$run_others" -lt "$best_others" ]; then
+					best_a=$pair_tps_a best_b=$pair_tps_b best_others=$run_others
+				fi
+				[ "$run_others" -gt "$DISTURBED" ] || break
+			done
+			printf '%s\t%s\t%s\t%s\t-\t%s\t-\t-\t-\n' "$prefix:$p" "$a" "$r" "$best_a" "$best_others" \
+				"$prefix:$p" "$b" "$r" "$best_b" "$best_others" >>"$results"
+			runs_done=$((runs_done + 1))
+		done
+	done
+}
+# show_paired PREFIX TITLE "A/B ...": per pair, the median tps of both, then
+# the median ratio and each round's
+show_paired() {
+	local prefix=$1 p a b
+	printf '\n  %s\n' "$2"
+	printf '    %-28s %7s   %-30s %9s %9s\n' pair ratio "ratio of each round" "tps A" "tps B"
+	for p in $3; do
+		a=${p%/*} b=${p#*/}
+		printf '    %-28s %7s   %-30s %9.0f %9.0f\n' "$a / $b" "$(fmt_ratio "$(ratio "$prefix:$p" "$a" "$b")")" \
+			"$(round_ratios "$prefix:$p" "$a" "$b" %.2f)" "$(median_tps "$prefix:$p" "$a")" "$(median_tps "$prefix:$p" "$b")"
+	done
+}
+# pair_target A B: "OP TARGET" of the issue for the ratio A/B, or "info"
+pair_target() {
+	case $1/$2 in
+	lf_*/adv_*) echo ">= 0.95" ;;
+	fence_mono/fence_plain) echo ">= 0.952" ;;
+	fence_lease/fence_plain) echo ">= 0.909" ;;
+	fence_mono/fence_plpgsql | fence_lease/fence_plpgsql) echo "> 1" ;;
+	*) echo info ;;
+	esac
+}
+# paired_checks SECTION LABEL PREFIX "A/B ...": the summary rows of paired runs
+paired_checks() {
+	local section=$1 label=$2 prefix=$3 p a b op target
+	for p in $4; do
+		a=${p%/*} b=${p#*/}
+		read -r op target <<<"$(pair_target "$a" "$b")"
+		if [ "$op" = info ]; then
+			add_check "$section" "$label $a / $b" "$(ratio "$prefix:$p" "$a" "$b")" info - x
+		else
+			ratio_check "$section" "$label $a / $b" "$prefix:$p" "$a" "$b" "$op" "$target"
+		fi
+	done
+}
+PAIRED_LOCK_PAIRS="lf_2rt/adv_2rt lf_1rt/adv_1rt lf_try/adv_try adv_2rt2/adv_2rt"
+PAIRED_FENCE_PAIRS="fence_mono/fence_plain fence_lease/fence_plain fence_mono/fence_plpgsql fence_lease/fence_plpgsql fence_noop/fence_plain fence_plain2/fence_plain"
 
 # lockfence and advisory scripts of the same shape run next to each other
 LOCK_SCRIPTS="lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try tbl_del tbl_upd"
@@ -728,17 +889,21 @@ if want locks; then
 	for m in "${lock_modes[@]}"; do
 		IFS=: read -r mode _ _ <<<"$m"
 		for c in $(mode_clients "$mode"); do
-			n=9
-			[ "$mode" = uncontended ] && n=$((9 + 4)) # + the durable group
+			n=0
+			method alternating && n=9
+			[ "$mode" = uncontended ] && method alternating && n=$((n + 4)) # + the durable group
 			[ "$mode" = uncontended ] && samerun "$c" && n=$((n + 1)) # + the same-run comparison
+			[ "$mode" = uncontended ] && paired "$c" && n=$((n + $(wc -w <<<"$PAIRED_LOCK_PAIRS")))
 			runs_planned=$((runs_planned + n * RUNS))
 		done
 	done
 fi
 if want fence; then
 	for c in $CLIENTS; do
-		n=6
-		samerun "$c" && n=7
+		n=0
+		method alternating && n=6
+		samerun "$c" && n=$((n + 1))
+		paired "$c" && n=$((n + $(wc -w <<<"$PAIRED_FENCE_PAIRS")))
 		runs_planned=$((runs_planned + n * RUNS))
 	done
 fi
@@ -764,12 +929,14 @@ if want locks; then
 			if [ "$mode" = uncontended ]; then
 				pairs+=" lf_2rt/select1 lf_1rt/select1 adv_2rt/select1 adv_1rt/select1"
 			fi
-			# shellcheck disable=SC2086
-			run_group "$mode/$c" "$c" "-D nkeys=$nkeys" $group_scripts
-			show_group "$mode/$c" "$title, $c clients" "$pairs"
-			progress "$mode/$c"
-			lock_checks "$mode c=$c" "$mode/$c" "$mode" "$LOCK_PAIRS"
-			if [ "$mode" = uncontended ]; then
+			if method alternating; then
+				# shellcheck disable=SC2086
+				run_group "$mode/$c" "$c" "-D nkeys=$nkeys" $group_scripts
+				show_group "$mode/$c" "$title, $c clients" "$pairs"
+				progress "$mode/$c"
+				lock_checks "$mode c=$c" "$mode/$c" "$mode" "$LOCK_PAIRS"
+			fi
+			if [ "$mode" = uncontended ] && method alternating; then
 				for a in lf_2rt lf_1rt; do
 					add_check locks "$mode c=$c $a / select1" "$(ratio "$mode/$c" "$a" select1)" info - x
 				done
@@ -784,14 +951,21 @@ if want locks; then
 				show_group "durable/$c" "$title, $c clients, synchronous_commit = on (the default)" "$DURABLE_PAIRS"
 				progress "durable/$c"
 				durable_checks "durable c=$c" "durable/$c"
-				if samerun "$c"; then
-					# shellcheck disable=SC2086
-					run_samerun "same/$mode/$c" "$c" "-D nkeys=$nkeys" $SAMERUN_LOCK_SCRIPTS
-					show_samerun "same/$mode/$c" "$title, $c clients, lockfence and advisory locks in the same run" \
-						"$SAMERUN_LOCK_PAIRS"
-					progress "same/$mode/$c"
-					lock_checks "same-run $mode c=$c" "same/$mode/$c" "$mode" "$SAMERUN_LOCK_PAIRS"
-				fi
+			fi
+			if [ "$mode" = uncontended ] && samerun "$c"; then
+				# shellcheck disable=SC2086
+				run_samerun "same/$mode/$c" "$c" "-D nkeys=$nkeys" $SAMERUN_LOCK_SCRIPTS
+				show_samerun "same/$mode/$c" "$title, $c clients, lockfence and advisory locks in the same run" \
+					"$SAMERUN_LOCK_PAIRS"
+				progress "same/$mode/$c"
+				lock_checks "same-run $mode c=$c" "same/$mode/$c" "$mode" "$SAMERUN_LOCK_PAIRS"
+			fi
+			if [ "$mode" = uncontended ] && paired "$c"; then
+				run_paired "pair/$mode/$c" "$c" "-D nkeys=$nkeys" "$PAIRED_LOCK_PAIRS"
+				show_paired "pair/$mode/$c" "$title, $c clients, paired runs: $((c / 2)) clients each, at once (adv_2rt2: adv_2rt again, the A/A control)" \
+					"$PAIRED_LOCK_PAIRS"
+				progress "pair/$mode/$c"
+				paired_checks locks "paired $mode c=$c" "pair/$mode/$c" "$PAIRED_LOCK_PAIRS"
 			fi
 		done
 	done
@@ -924,22 +1098,31 @@ if want fence || want profile; then
 	done
 	if want fence; then
 		for c in $CLIENTS; do
-			# shellcheck disable=SC2086
-			run_group "fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
-			show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
-			progress "fence/$c"
-			fence_checks "c=$c" "fence/$c"
-			for s in $FENCE_TRIGGERS; do
-				add_check fence "c=$c CPU/tx $s / fence_plain" \
-					"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
-						'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
-			done
+			if method alternating; then
+				# shellcheck disable=SC2086
+				run_group "fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
+				show_group "fence/$c" "fence trigger, $c clients" "$FENCE_PAIRS"
+				progress "fence/$c"
+				fence_checks "c=$c" "fence/$c"
+				for s in $FENCE_TRIGGERS; do
+					add_check fence "c=$c CPU/tx $s / fence_plain" \
+						"$(awk -v a="$(median_cpu "fence/$c" "$s")" -v b="$(median_cpu "fence/$c" fence_plain)" \
+							'BEGIN { if (b > 0) printf "%.4f", a / b; else print "-" }')" info - x
+				done
+			fi
 			if samerun "$c"; then
 				# shellcheck disable=SC2086
 				run_samerun "same/fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" $FENCE_SCRIPTS
 				show_samerun "same/fence/$c" "fence trigger, $c clients, all scripts in the same run" "$FENCE_PAIRS"
 				progress "same/fence/$c"
 				fence_checks "same-run c=$c" "same/fence/$c"
+			fi
+			if paired "$c"; then
+				run_paired "pair/fence/$c" "$c" "-D nrows=$NROWS -D tokbase=$tokbase" "$PAIRED_FENCE_PAIRS"
+				show_paired "pair/fence/$c" "fence trigger, $c clients, paired runs: $((c / 2)) clients each, at once" \
+					"$PAIRED_FENCE_PAIRS"
+				progress "pair/fence/$c"
+				paired_checks fence "paired c=$c" "pair/fence/$c" "$PAIRED_FENCE_PAIRS"
 			fi
 		done
 		# WAL written per UPDATE, one client, 2,000 transactions each: a
@@ -1078,7 +1261,7 @@ echo "  pgbench $PGBENCH_OPTS, $RUNS rounds x $SECONDS_PER_RUN s, clients $CLIEN
 awk -F'\t' -v d="$DISTURBED" -v r="$retries" "$RUN_KEY_AWK"'new_run() { runs++; if ($6 > d) n++ } END {
 	printf "  %d pgbench runs repeated because other processes used more than %d%% of the CPU; %d of %d kept runs still were\n", r, d, n, runs }' "$results"
 echo "  waited $((WAIT_BUDGET_START - WAIT_BUDGET)) s in all for other work on the machine to calm down"
-if want locks; then
+if want locks && method alternating; then
 	echo
 	echo "  lock throughput, median tps"
 	printf '  %-12s %4s' mode c
@@ -1110,7 +1293,7 @@ if want locks; then
 		done
 	done
 fi
-if want fence; then
+if want fence && method alternating; then
 	echo
 	echo "  fence trigger, median tps"
 	printf '  %-12s %4s' "" c
