@@ -82,6 +82,31 @@ ROLLBACK;
 SELECT lockfence.is_held('session-lock', :t9) AS session_lock_survives_rollback;
 SELECT lockfence.release('session-lock', :t9) AS released;
 
+-- A session's first lockfence call sets up the clean-up at transaction end
+-- (sessions that never call lockfence run none of it at commit).  A first
+-- call inside a subtransaction, or in a transaction that aborts, is undone
+-- all the same; so is a first pin.
+\c
+BEGIN;
+SAVEPOINT first_call;
+SELECT lockfence.acquire_xact('first-call-in-sub') > 0 AS granted;
+ROLLBACK TO SAVEPOINT first_call;
+SELECT count(*) AS held_after_rollback_to FROM lockfence.locks WHERE name = 'first-call-in-sub';
+COMMIT;
+\c
+BEGIN;
+SELECT lockfence.acquire_xact('first-call-abort') > 0 AS granted;
+ROLLBACK;
+SELECT count(*) AS held_after_rollback FROM lockfence.locks WHERE name = 'first-call-abort';
+SELECT lockfence.acquire('first-pin', '1 min') AS t11 \gset
+\c
+BEGIN;
+SELECT lockfence.pin('first-pin', :t11) AS pinned;
+SELECT pins AS pins_in_xact FROM lockfence.locks WHERE name = 'first-pin';
+COMMIT;
+SELECT pins AS pins_after_commit FROM lockfence.locks WHERE name = 'first-pin';
+SELECT lockfence.release('first-pin', :t11) AS released;
+
 -- Two-phase commit cannot carry transaction locks.
 BEGIN;
 SELECT lockfence.acquire_xact('two-phase') AS t10 \gset

@@ -43,7 +43,7 @@ static HeldLock *held = NULL;
 static int	nheld = 0;
 static int	maxheld = 0;
 static int	prune_threshold = MIN_PRUNE_THRESHOLD;
-static bool exit_callback_registered = false;
+static bool callbacks_registered = false;
 
 /* Pins of the current transaction. */
 typedef struct PinnedLease
@@ -180,34 +180,33 @@ lockfence_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	}
 }
 
-/* Release this backend's locks, pins and wait when it exits. */
+/*
+ * Release this backend's locks, pins and wait when its transaction or
+ * subtransaction ends, or when it exits.  Registered by the first call that
+ * could leave something to release, before it takes anything: sessions that
+ * never use lockfence do not run these callbacks at every commit.
+ */
 static void
-arm_exit_callback(void)
+arm_callbacks(void)
 {
-	if (!exit_callback_registered)
+	if (!callbacks_registered)
 	{
+		RegisterXactCallback(lockfence_xact_callback, NULL);
+		RegisterSubXactCallback(lockfence_subxact_callback, NULL);
 		before_shmem_exit(lockfence_backend_exit, (Datum) 0);
-		exit_callback_registered = true;
+		callbacks_registered = true;
 	}
-}
-
-/* Called once from _PG_init. */
-void
-lockfence_backend_locks_init(void)
-{
-	RegisterXactCallback(lockfence_xact_callback, NULL);
-	RegisterSubXactCallback(lockfence_subxact_callback, NULL);
 }
 
 /*
  * Make room to remember one more lock, before it is granted, so that
- * remembering it afterwards cannot fail.  Also arms the exit callback,
- * which must run for waits too.
+ * remembering it afterwards cannot fail.  Also arms the callbacks, which
+ * must run for waits too.
  */
 void
 lockfence_remember_reserve(void)
 {
-	arm_exit_callback();
+	arm_callbacks();
 
 	if (nheld >= prune_threshold)
 		prune_remembered();
@@ -298,7 +297,7 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 						   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
 						   HASH_CONTEXT);
 	}
-	arm_exit_callback();
+	arm_callbacks();
 
 	/* allocate before pinning, so that remembering the pin cannot fail */
 	pin = hash_search_with_hash_value(pins, key, hashcode, HASH_ENTER, &found);

@@ -88,5 +88,4 @@ _PG_init(void)
 #endif
 
 	lockfence_shmem_install_hooks();
-	lockfence_backend_locks_init();
 }

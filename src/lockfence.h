@@ -247,7 +247,6 @@ extern LockfenceAttempt lockfence_acquire_or_wait(const LockfenceKey *key,
 extern void lockfence_abandon_wait(void);
 
 /* backend_locks.c */
-extern void lockfence_backend_locks_init(void);
 extern void lockfence_remember_reserve(void);
 extern void lockfence_remember(const LockfenceKey *key, uint32 hashcode,
 							   uint64 token, LockfenceScope scope);
