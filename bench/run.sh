@@ -803,8 +803,8 @@ paired_checks() {
 	local p a b
 	for p in $3; do
 		a=${p%/*} b=${p#*/}
-		case $a in
-		lf_*) ratio_check locks "$1 $a / $b" "$2:$p" "$a" "$b" '>=' 0.95 ;;
+		case $a/$b in
+		lf_*/adv_*) ratio_check locks "$1 $a / $b" "$2:$p" "$a" "$b" '>=' 0.95 ;;
 		*) add_check locks "$1 $a / $b" "$(ratio "$2:$p" "$a" "$b")" info - x ;;
 		esac
 	done
