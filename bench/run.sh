@@ -107,8 +107,10 @@ PAIRED_CLIENTS=${BENCH_PAIRED_CLIENTS-$(for c in $CLIENTS; do
 	if [ $((c % 2)) -eq 0 ] && [ "$c" -le $((4 * $(nproc))) ]; then echo "$c"; fi
 done | xargs)}
 for c in $PAIRED_CLIENTS; do
-	[[ " $CLIENTS " == *" $c "* ]] && [ $((c % 2)) -eq 0 ] ||
-		{ echo "bench: BENCH_PAIRED_CLIENTS must list even counts of BENCH_CLIENTS, not '$c'" >&2; exit 2; }
+	if [[ " $CLIENTS " != *" $c "* ]] || [ $((c % 2)) -ne 0 ]; then
+		echo "bench: BENCH_PAIRED_CLIENTS must list even counts of BENCH_CLIENTS, not '$c'" >&2
+		exit 2
+	fi
 done
 for m in $METHODS; do
 	[[ $m =~ ^(alternating|same-run|paired)$ ]] ||
@@ -740,7 +742,9 @@ pgbench_pair() {
 			printf "%.1f %.1f\n", ca / (to - from), cb / (to - from) }' "$tmp"/pair-log-a.* "$tmp"/pair-log-b.*)" ||
 		fail "the paired run of $a.sql and $b.sql did not overlap long enough"
 	rm -f "$tmp"/pair-log-*
-	[ -n "$pair_tps_a" ] && [ -n "$pair_tps_b" ] || fail "no tps from the paired run of $a.sql and $b.sql"
+	if [ -z "$pair_tps_a" ] || [ -z "$pair_tps_b" ]; then
+		fail "no tps from the paired run of $a.sql and $b.sql"
+	fi
 	wait_for_backends
 	w1=$(date +%s%N)
 	t1=$(cpu_ticks)
@@ -754,15 +758,15 @@ pgbench_pair() {
 # rows go to group PREFIX:A/B.  A disturbed run is repeated as in run_group.
 run_paired() {
 	local prefix=$1 clients=$2 defines=$3 r p a b first attempt best_a best_b best_others
-	local pairs=() order
-	read -r -a pairs <<<"$4"
+	local pair_list=() order
+	read -r -a pair_list <<<"$4"
 	for r in $(seq "$RUNS"); do
 		first=$([ $((r % 2)) -eq 1 ] && echo a || echo b)
 		if [ $((r % 2)) -eq 1 ]; then
-			order=("${pairs[@]}")
+			order=("${pair_list[@]}")
 		else
 			order=()
-			for ((i = ${#pairs[@]} - 1; i >= 0; i--)); do order+=("${pairs[$i]}"); done
+			for ((i = ${#pair_list[@]} - 1; i >= 0; i--)); do order+=("${pair_list[$i]}"); done
 		fi
 		for p in "${order[@]}"; do
 			a=${p%/*} b=${p#*/} best_others=""
