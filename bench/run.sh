@@ -427,15 +427,24 @@ cpu_ticks() {
 # pgbench_cmd SCRIPT CLIENTS SECONDS ARGS...: pgbench with the settings of
 # every run, output to $tmp/pgbench.out (SECONDS empty: ARGS give the
 # length, -t N).  SCRIPT may be a comma-separated list: one run in which
-# every transaction picks one of them at random.
+# every transaction picks one of them at random.  Paired runs set
+# pgbench_out (another output file) and pgbench_cpus (the CPUs one of the
+# two may use for its threads, instead of all).
 pgbench_cmd() {
-	local script=$1 clients=$2 secs=$3 f files=()
+	local script=$1 clients=$2 secs=$3 cpus=${pgbench_cpus:-$NCPU} f files=()
 	shift 3
 	for f in ${script//,/ }; do files+=(-f "$tmp/scripts/$f.sql"); done
 	# shellcheck disable=SC2086
 	PGOPTIONS="-c lock_timeout=30s $run_pgoptions" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" \
-		$PGBENCH_OPTS -c "$clients" -j $((clients < NCPU ? clients : NCPU)) ${secs:+-T "$secs"} "$@" \
-		"${files[@]}" bench >"$tmp/pgbench.out" 2>&1
+		$PGBENCH_OPTS -c "$clients" -j $((clients < cpus ? clients : cpus)) ${secs:+-T "$secs"} "$@" \
+		"${files[@]}" bench >"${pgbench_out:-$tmp/pgbench.out}" 2>&1
+}
+
+# others_share TICKS0 TICKS1 NS0 NS1: % of the machine's CPU that other work
+# used between two cpu_ticks readings taken at two date +%s%N times
+others_share() {
+	awk -v a="$1" -v b="$2" -v w="$(($4 - $3))" -v hz="$HZ" -v n="$NCPU" \
+		'BEGIN { v = 100 * (b - a) / (w / 1e9 * hz * n); printf "%.0f", v < 0 ? 0 : v }'
 }
 
 # pgbench_run SCRIPT CLIENTS SECONDS DEFINES...: one run; sets run_tps,
@@ -472,8 +481,7 @@ pgbench_run() {
 	t1=$(cpu_ticks)
 	read -r others0 ours0 faults0 <<<"$t0"
 	read -r others1 ours1 faults1 <<<"$t1"
-	run_others=$(awk -v a="$others0" -v b="$others1" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
-		'BEGIN { v = 100 * (b - a) / (w / 1e9 * hz * n); printf "%.0f", v < 0 ? 0 : v }')
+	run_others=$(others_share "$others0" "$others1" "$w0" "$w1")
 	run_cpu_us=$(awk -v a="$ours0" -v b="$ours1" -v hz="$HZ" -v n="$txns" \
 		'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "-" }')
 	run_faults=$(awk -v a="$faults0" -v b="$faults1" -v n="$txns" \
@@ -519,6 +527,26 @@ progress() {
 		"$(awk -F'\t' -v g="$1" -v d="$DISTURBED" "$RUN_KEY_AWK"'($1 == g || index($1, g ":") == 1) && new_run() && $6 > d { n++ } END { print n + 0 }' "$results")"
 }
 
+# round_order ROUND ITEM...: the items, reversed in even rounds (sets order)
+round_order() {
+	local r=$1 i
+	shift
+	order=("$@")
+	if [ $((r % 2)) -eq 0 ]; then
+		order=()
+		for ((i = $#; i >= 1; i--)); do order+=("${!i}"); done
+	fi
+}
+# may_repeat ATTEMPT: whether attempt ATTEMPT (0, 1, 2) of a run may go
+# ahead; a repeat (ATTEMPT > 0) takes one of the RETRY_BUDGET repeats and
+# first waits (up to 60 s) for the machine to calm down
+may_repeat() {
+	[ "$1" -gt 0 ] || return 0
+	[ "$retries" -lt "$RETRY_BUDGET" ] || return 1
+	retries=$((retries + 1))
+	wait_quiet 60
+}
+
 # run_group GROUP CLIENTS "DEFINES" SCRIPT...: RUNS alternating rounds.  A
 # disturbed run is repeated (at most twice) and the least disturbed attempt
 # kept.
@@ -526,22 +554,12 @@ retries=0
 run_group() {
 	local group=$1 clients=$2 defines=$3 r s order attempt best_tps best_ok best_others best_cpu best_faults best_latency
 	shift 3
-	local scripts=("$@")
 	for r in $(seq "$RUNS"); do
-		if [ $((r % 2)) -eq 1 ]; then
-			order=("${scripts[@]}")
-		else
-			order=()
-			for ((i = ${#scripts[@]} - 1; i >= 0; i--)); do order+=("${scripts[$i]}"); done
-		fi
+		round_order "$r" "$@"
 		for s in "${order[@]}"; do
 			best_others=""
 			for attempt in 0 1 2; do
-				if [ "$attempt" -gt 0 ]; then
-					[ "$retries" -lt "$RETRY_BUDGET" ] || break
-					retries=$((retries + 1))
-					wait_quiet 60
-				fi
+				may_repeat "$attempt" || break
 				# shellcheck disable=SC2086
 				pgbench_run "$s" "$clients" "$SECONDS_PER_RUN" $defines
 				check_locks "$s.sql"
@@ -704,22 +722,19 @@ paired() { method paired && [[ " $PAIRED_CLIENTS " == *" $1 "* ]]; }
 # pgbench_pair A B CLIENTS FIRST DEFINES...: one paired run; FIRST (a or b)
 # starts first.  Sets pair_tps_a, pair_tps_b and run_others.
 pgbench_pair() {
-	local a=$1 b=$2 clients=$3 first=$4 half jobs s pid_a pid_b t0 t1 w0 w1 others0 others1 st=0
+	local a=$1 b=$2 clients=$3 first=$4 s t0 t1 w0 w1 others0 others1 st=0
+	local -A script=([a]=$1 [b]=$2) pid=()
 	shift 4
-	half=$((clients / 2))
-	jobs=$((NCPU / 2 > 0 ? NCPU / 2 : 1))
-	jobs=$((half < jobs ? half : jobs))
 	t0=$(cpu_ticks)
 	w0=$(date +%s%N)
 	for s in $first $([ "$first" = a ] && echo b || echo a); do
-		# shellcheck disable=SC2086
-		PGOPTIONS="-c lock_timeout=30s" run_pg "$bindir/pgbench" -h "$tmp" -p "$port" $PGBENCH_OPTS \
-			-c "$half" -j "$jobs" -T "$SECONDS_PER_RUN" -l --log-prefix="$tmp/pair-log-$s" "$@" \
-			-f "$tmp/scripts/$([ "$s" = a ] && echo "$a" || echo "$b").sql" bench >"$tmp/pair-$s.out" 2>&1 &
-		if [ "$s" = a ]; then pid_a=$!; else pid_b=$!; fi
+		# each side's threads on its half of the CPUs
+		pgbench_out=$tmp/pair-$s.out pgbench_cpus=$((NCPU / 2 > 0 ? NCPU / 2 : 1)) \
+			pgbench_cmd "${script[$s]}" $((clients / 2)) "$SECONDS_PER_RUN" -l --log-prefix="$tmp/pair-log-$s" "$@" &
+		pid[$s]=$!
 	done
-	wait "$pid_a" || st=1
-	wait "$pid_b" || st=1
+	wait "${pid[a]}" || st=1
+	wait "${pid[b]}" || st=1
 	if [ "$st" -ne 0 ]; then
 		cat "$tmp/pair-a.out" "$tmp/pair-b.out" >&2
 		fail "paired pgbench run of $a.sql and $b.sql with $clients clients failed"
@@ -750,32 +765,21 @@ pgbench_pair() {
 	t1=$(cpu_ticks)
 	read -r others0 _ <<<"$t0"
 	read -r others1 _ <<<"$t1"
-	run_others=$(awk -v a="$others0" -v b="$others1" -v w="$((w1 - w0))" -v hz="$HZ" -v n="$NCPU" \
-		'BEGIN { v = 100 * (b - a) / (w / 1e9 * hz * n); printf "%.0f", v < 0 ? 0 : v }')
+	run_others=$(others_share "$others0" "$others1" "$w0" "$w1")
 }
 # run_paired PREFIX CLIENTS "DEFINES" "A/B ...": RUNS rounds of one paired
 # run per pair, the pairs' order reversed every other round; each pair's
 # rows go to group PREFIX:A/B.  A disturbed run is repeated as in run_group.
 run_paired() {
-	local prefix=$1 clients=$2 defines=$3 r p a b first attempt best_a best_b best_others
-	local pair_list=() order
-	read -r -a pair_list <<<"$4"
+	local prefix=$1 clients=$2 defines=$3 r p a b first attempt best_a best_b best_others order
 	for r in $(seq "$RUNS"); do
 		first=$([ $((r % 2)) -eq 1 ] && echo a || echo b)
-		if [ $((r % 2)) -eq 1 ]; then
-			order=("${pair_list[@]}")
-		else
-			order=()
-			for ((i = ${#pair_list[@]} - 1; i >= 0; i--)); do order+=("${pair_list[$i]}"); done
-		fi
+		# shellcheck disable=SC2086 # the pairs are words
+		round_order "$r" $4
 		for p in "${order[@]}"; do
 			a=${p%/*} b=${p#*/} best_others=""
 			for attempt in 0 1 2; do
-				if [ "$attempt" -gt 0 ]; then
-					[ "$retries" -lt "$RETRY_BUDGET" ] || break
-					retries=$((retries + 1))
-					wait_quiet 60
-				fi
+				may_repeat "$attempt" || break
 				# shellcheck disable=SC2086
 				pgbench_pair "$a" "$b" "$clients" "$first" $defines
 				check_locks "the paired run of $a.sql and $b.sql"
