@@ -104,9 +104,9 @@ PRELUDE="ALTER TABLE acct_lease DISABLE TRIGGER acct_lease_fence;
 UPDATE acct_lease SET fence_token = lockfence.acquire('acct:' || id, '2 h');
 ALTER TABLE acct_lease ENABLE TRIGGER acct_lease_fence;
 PREPARE adv_1rt(bigint) AS SELECT pg_advisory_lock(\$1), pg_advisory_unlock(\$1);
-PREPARE lf_1rt(int) AS SELECT lockfence.release('k' || \$1, lockfence.acquire('k' || \$1, '1 min', '30 s'));
+PREPARE lf_1rt(text) AS SELECT lockfence.release(\$1, lockfence.acquire(\$1, '1 min', '30 s'));
 PREPARE adv_try(bigint) AS SELECT pg_try_advisory_lock(\$1), pg_advisory_unlock(\$1);
-PREPARE lf_try(int) AS SELECT lockfence.release('k' || \$1, lockfence.try_acquire('k' || \$1, '1 min'));"
+PREPARE lf_try(text) AS SELECT lockfence.release(\$1, lockfence.try_acquire(\$1, '1 min'));"
 
 # ir STATEMENT N: instructions of a session that runs STATEMENT N times (@
 # in it becomes a row id or key, scattered over 1..ROWS).  Every session
@@ -140,9 +140,9 @@ for s in \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min', '30 s', false));" \
 	"SELECT lockfence.release('k@', lockfence.try_acquire('k@', '1 min'));" \
 	"EXECUTE adv_1rt(@); -- pg_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
-	"EXECUTE lf_1rt(@); -- release('k' || \$1, acquire('k' || \$1, '1 min', '30 s'))" \
+	"EXECUTE lf_1rt('@'); -- release(\$1, acquire(\$1, '1 min', '30 s'))" \
 	"EXECUTE adv_try(@); -- pg_try_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
-	"EXECUTE lf_try(@); -- release('k' || \$1, try_acquire('k' || \$1, '1 min'))" \
+	"EXECUTE lf_try('@'); -- release(\$1, try_acquire(\$1, '1 min'))" \
 	"UPDATE acct_plain SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_ctrig SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_mono SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \

@@ -45,6 +45,10 @@
 #   BENCH_METHODS   which comparisons to run (default "alternating same-run
 #                   paired"); the table leases and the summary's tps tables
 #                   come from the alternating runs
+#   BENCH_PROTOCOL  pgbench's query protocol, -M (default prepared: each
+#                   statement parsed and planned once per connection;
+#                   simple or extended: parsed and planned at every call,
+#                   as many drivers do)
 #   BENCH_ROWS      rows of the fence-trigger table (default 100000)
 #   BENCH_INPROC_N  calls per in-process measurement (default 1000000)
 #   BENCH_HANDOFF_N handoffs per lock kind (default 100)
@@ -88,8 +92,10 @@ SAMERUN_CLIENTS=${BENCH_SAMERUN_CLIENTS-1}
 METHODS=${BENCH_METHODS:-alternating same-run paired}
 WAIT_IDLE=${BENCH_WAIT_IDLE:-0}
 HUGE_PAGES=${BENCH_HUGE_PAGES:-auto}
+PROTOCOL=${BENCH_PROTOCOL:-prepared}
 MAX_LOCKS=1100000 # lockfence.max_locks: 1,000,000 random keys fit
 
+[[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || { echo "bench: BENCH_PROTOCOL is simple, extended or prepared, not '$PROTOCOL'" >&2; exit 2; }
 [[ $HUGE_PAGES =~ ^(auto|off)$ ]] || { echo "bench: BENCH_HUGE_PAGES is auto or off, not '$HUGE_PAGES'" >&2; exit 2; }
 [[ $WAIT_IDLE =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WAIT_IDLE must be a number of seconds" >&2; exit 2; }
 for v in SECONDS_PER_RUN RUNS NKEYS NROWS INPROC_N HANDOFF_N; do
@@ -157,7 +163,7 @@ for setting in ${BENCH_SETTINGS:-}; do
 done
 
 NCPU=$(nproc)
-PGBENCH_OPTS="-n -M prepared" # no vacuum (our tables), prepared statements
+PGBENCH_OPTS="-n -M $PROTOCOL" # no vacuum (our tables)
 
 #---- Build, install ----
 

@@ -4,10 +4,10 @@
 \set k random(1, :nkeys)
 \set tok 0
 INSERT INTO bench.leases_upd AS l (name, token, expires_at)
-    VALUES ('k' || :k, 1, now() + interval '1 min')
+    VALUES (:k::text, 1, now() + interval '1 min')
     ON CONFLICT (name) DO UPDATE SET token = l.token + 1, expires_at = excluded.expires_at
     WHERE l.expires_at < now()
     RETURNING token AS tok \aset
 \if :tok > 0
-UPDATE bench.leases_upd SET expires_at = '-infinity' WHERE name = 'k' || :k AND token = :tok;
+UPDATE bench.leases_upd SET expires_at = '-infinity' WHERE name = :k::text AND token = :tok;
 \endif
