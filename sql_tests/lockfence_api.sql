@@ -69,9 +69,13 @@ SELECT lockfence.release('defaulted', :t7);
 RESET lockfence.default_lease;
 
 -- Session-bound locks are marked in the view.
-SELECT lockfence.acquire('job:nightly', '1 min', session_bound => true) AS t8 \gset
-SELECT name, session_bound FROM lockfence.locks;
+SELECT lockfence.acquire_session('job:nightly', '1 min') AS t8 \gset
+SELECT lockfence.try_acquire_session('job:hourly') AS t8b \gset
+SELECT lockfence.try_acquire_session('job:hourly') IS NULL AS busy_try_is_null;
+SELECT name, session_bound, expires_at - acquired_at AS lease
+FROM lockfence.locks ORDER BY name;
 SELECT lockfence.release('job:nightly', :t8) AS released;
+SELECT lockfence.release('job:hourly', :t8b) AS released;
 
 -- Names are bytes: multibyte names work, and 200 bytes is the longest.
 SELECT lockfence.acquire('commande:é€𝄞', '10 s') AS t9 \gset
@@ -90,12 +94,15 @@ SELECT lockfence.renew('pooled', :t11, '2 min') AS renewed_elsewhere;
 SELECT lockfence.release('pooled', :t11) AS released_elsewhere;
 
 -- A session-bound lock ends with its session.
-SELECT lockfence.acquire('bound', '1 min', session_bound => true) AS t12,
+SELECT lockfence.acquire_session('bound', '1 min') AS t12,
+       lockfence.try_acquire_session('bound-try', '1 min') AS t12b,
        pg_backend_pid() AS bound_pid \gset
 \c
 SELECT public.wait_for_exit(:bound_pid) AS old_backend_gone;
-SELECT count(*) AS bound_locks_left FROM lockfence.locks WHERE name = 'bound';
-SELECT lockfence.is_held('bound', :t12) AS held_after_disconnect;
+SELECT count(*) AS bound_locks_left FROM lockfence.locks
+WHERE name IN ('bound', 'bound-try');
+SELECT lockfence.is_held('bound', :t12) AS held_after_disconnect,
+       lockfence.is_held('bound-try', :t12b) AS try_held_after_disconnect;
 
 -- Names are scoped per database: the same name in another database is
 -- another lock, and the view shows only the current database's locks.

@@ -14,8 +14,11 @@ SELECT * FROM public.error_of($$SELECT lockfence.force_release(NULL)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.release('a', NULL)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.renew('a', NULL)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.is_held('a', NULL)$$);
-SELECT * FROM public.error_of($$SELECT lockfence.acquire('a', session_bound => NULL)$$);
-SELECT * FROM public.error_of($$SELECT lockfence.try_acquire('a', session_bound => NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire_session(NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire_session(NULL)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire_session('a', lease => '-1 s')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.try_acquire_session('a', lease => '366 days')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire_session('a', timeout => '-1 s')$$);
 
 SELECT * FROM public.error_of($$SELECT lockfence.pin(NULL, 1)$$);
 SELECT * FROM public.error_of($$SELECT lockfence.pin('a', NULL)$$);

@@ -77,7 +77,7 @@ $$;
 
 -- Session-bound leases survive the transaction that took them.
 BEGIN;
-SELECT lockfence.acquire('session-lock', '1 min', session_bound => true) AS t9 \gset
+SELECT lockfence.acquire_session('session-lock', '1 min') AS t9 \gset
 ROLLBACK;
 SELECT lockfence.is_held('session-lock', :t9) AS session_lock_survives_rollback;
 SELECT lockfence.release('session-lock', :t9) AS released;

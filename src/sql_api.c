@@ -24,6 +24,8 @@
 
 PG_FUNCTION_INFO_V1(lockfence_acquire);
 PG_FUNCTION_INFO_V1(lockfence_try_acquire);
+PG_FUNCTION_INFO_V1(lockfence_acquire_session);
+PG_FUNCTION_INFO_V1(lockfence_try_acquire_session);
 PG_FUNCTION_INFO_V1(lockfence_acquire_xact);
 PG_FUNCTION_INFO_V1(lockfence_try_acquire_xact);
 PG_FUNCTION_INFO_V1(lockfence_release);
@@ -151,13 +153,6 @@ get_timeout_usecs(FunctionCallInfo fcinfo, int argno)
 	return lockfence_timeout_usecs(PG_GETARG_INTERVAL_P(argno));
 }
 
-static LockfenceScope
-get_lease_scope(FunctionCallInfo fcinfo, int argno)
-{
-	check_not_null(fcinfo, argno, "session_bound");
-	return PG_GETARG_BOOL(argno) ? LF_SCOPE_SESSION : LF_SCOPE_LEASE;
-}
-
 /*---- Taking locks ----*/
 
 /*
@@ -219,45 +214,66 @@ take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
 	return false;				/* keep compiler quiet */
 }
 
-/* acquire(name, lease, timeout, session_bound) */
-Datum
-lockfence_acquire(PG_FUNCTION_ARGS)
+/* acquire[_session](name, lease, timeout) */
+static Datum
+acquire_lease(FunctionCallInfo fcinfo, LockfenceScope scope)
 {
 	LockfenceKey key;
 	uint32		hashcode;
 	int64		lease_us;
 	int64		timeout_us;
-	LockfenceScope scope;
 	uint64		token;
 
 	lockfence_check_loaded();
 	get_lock_key(fcinfo, 0, &key, &hashcode);
 	lease_us = get_lease_usecs(fcinfo, 1);
 	timeout_us = get_timeout_usecs(fcinfo, 2);
-	scope = get_lease_scope(fcinfo, 3);
 
 	(void) take_lock(&key, hashcode, scope, lease_us, true, timeout_us, &token);
 	PG_RETURN_INT64((int64) token);
 }
 
-/* try_acquire(name, lease, session_bound) */
-Datum
-lockfence_try_acquire(PG_FUNCTION_ARGS)
+/* try_acquire[_session](name, lease) */
+static Datum
+try_acquire_lease(FunctionCallInfo fcinfo, LockfenceScope scope)
 {
 	LockfenceKey key;
 	uint32		hashcode;
 	int64		lease_us;
-	LockfenceScope scope;
 	uint64		token;
 
 	lockfence_check_loaded();
 	get_lock_key(fcinfo, 0, &key, &hashcode);
 	lease_us = get_lease_usecs(fcinfo, 1);
-	scope = get_lease_scope(fcinfo, 2);
 
 	if (!take_lock(&key, hashcode, scope, lease_us, false, 0, &token))
 		PG_RETURN_NULL();
 	PG_RETURN_INT64((int64) token);
+}
+
+Datum
+lockfence_acquire(PG_FUNCTION_ARGS)
+{
+	return acquire_lease(fcinfo, LF_SCOPE_LEASE);
+}
+
+Datum
+lockfence_try_acquire(PG_FUNCTION_ARGS)
+{
+	return try_acquire_lease(fcinfo, LF_SCOPE_LEASE);
+}
+
+/* The lease also ends when this backend exits. */
+Datum
+lockfence_acquire_session(PG_FUNCTION_ARGS)
+{
+	return acquire_lease(fcinfo, LF_SCOPE_SESSION);
+}
+
+Datum
+lockfence_try_acquire_session(PG_FUNCTION_ARGS)
+{
+	return try_acquire_lease(fcinfo, LF_SCOPE_SESSION);
 }
 
 /* acquire_xact(name, timeout) */

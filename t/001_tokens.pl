@@ -36,7 +36,7 @@ sub take_tokens
 		'postgres', q{
 SELECT lockfence.acquire('held-a', '1h', '5s');
 SELECT lockfence.try_acquire('held-b', '1h');
-SELECT lockfence.try_acquire('tmp-s', '1h', true);
+SELECT lockfence.try_acquire_session('tmp-s', '1h');
 SELECT lockfence.acquire_xact('tmp-x', '5s');
 SELECT lockfence.try_acquire_xact('tmp-y');
 SELECT lockfence.acquire('tmp-r', '1h', '5s') AS t \gset
@@ -113,7 +113,7 @@ sub start_holder
 	my $s = $node->background_psql('postgres');
 	my $pid = $s->query_safe('SELECT pg_backend_pid()');
 	my $tok = $s->query_safe(
-		"SELECT lockfence.acquire('held-s', '1h', '5s', true)");
+		"SELECT lockfence.acquire_session('held-s', '1h', '5s')");
 	$s->query_safe('BEGIN');
 	my $xtok = $s->query_safe("SELECT lockfence.acquire_xact('held-x', '5s')");
 	cmp_ok($tok, '>', max(@all_tokens), 'holder session token is new');

@@ -118,7 +118,7 @@ like(psql_error($standby, "SELECT lockfence.acquire_xact('s1', '1s')"),
 	qr/25006/, 'standby: acquire_xact fails with 25006');
 like(psql_error($standby, "SELECT lockfence.try_acquire_xact('s1')"),
 	qr/25006/, 'standby: try_acquire_xact fails with 25006');
-like(psql_error($standby, "SELECT lockfence.acquire('held-p', '1h', '1s', true)"),
+like(psql_error($standby, "SELECT lockfence.acquire_session('held-p', '1h', '1s')"),
 	qr/25006/, 'standby: acquire of a name held on the primary fails with 25006');
 is($standby->safe_psql('postgres', 'SELECT count(*) FROM lockfence.locks'),
 	'0', 'standby: lock table is empty');

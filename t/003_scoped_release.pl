@@ -50,7 +50,7 @@ sub terminate
 {
 	my ($s, $pid) = session();
 	my $tok = $s->query_safe(
-		"SELECT lockfence.acquire('sb-quit', '1h', NULL, true)");
+		"SELECT lockfence.acquire_session('sb-quit', '1h')");
 	like($tok, qr/^\d+$/, 'session-bound lease taken');
 	is(lock_row('sb-quit'), "$tok|$pid|t|f|0",
 		'view shows the session-bound lease and its holder');
@@ -72,7 +72,7 @@ sub terminate
 {
 	my ($s, $pid) = session();
 	my $tok = $s->query_safe(
-		"SELECT lockfence.acquire('sb-term', '1h', NULL, true)");
+		"SELECT lockfence.acquire_session('sb-term', '1h')");
 	is(lock_row('sb-term'), "$tok|$pid|t|f|0", 'session-bound lease held');
 
 	# A waiter that would wait for up to 60 s (the lease is an hour).
@@ -147,7 +147,7 @@ sub terminate
 
 	# a session-bound lease in the same session is not touched by COMMIT
 	$tok = $s->query_safe(
-		"SELECT lockfence.acquire('x-end-sb', '1h', NULL, true)");
+		"SELECT lockfence.acquire_session('x-end-sb', '1h')");
 	$s->query_safe('BEGIN; SELECT 1; COMMIT');
 	is(lock_row('x-end-sb'), "$tok|$pid|t|f|0",
 		'session-bound lease survives the end of a transaction');

@@ -18,6 +18,8 @@ is($node->safe_psql('postgres',
 my @calls = (
 	"SELECT lockfence.acquire('a')",
 	"SELECT lockfence.try_acquire('a')",
+	"SELECT lockfence.acquire_session('a')",
+	"SELECT lockfence.try_acquire_session('a')",
 	"SELECT lockfence.acquire_xact('a')",
 	"SELECT lockfence.try_acquire_xact('a')",
 	"SELECT lockfence.release('a', 1)",

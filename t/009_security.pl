@@ -53,7 +53,7 @@ $node->safe_psql('postgres', q{
 		LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.audit VALUES ('quote_ident'); RETURN $1; END $$;
 	CREATE FUNCTION evil.now() RETURNS timestamptz
 		LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.audit VALUES ('now'); RETURN pg_catalog.now(); END $$;
-	CREATE FUNCTION evil.acquire(name text, lease interval DEFAULT NULL, timeout interval DEFAULT NULL, session_bound boolean DEFAULT false) RETURNS bigint
+	CREATE FUNCTION evil.acquire(name text, lease interval DEFAULT NULL, timeout interval DEFAULT NULL) RETURNS bigint
 		LANGUAGE plpgsql AS $$ BEGIN INSERT INTO public.audit VALUES ('acquire'); RETURN 1; END $$;
 });
 is($node->safe_psql('postgres', 'SELECT count(*) FROM public.audit'),
@@ -90,7 +90,7 @@ $node->safe_psql('postgres', $hostile . q{
 		UPDATE public.accounts SET balance = 90, fence_token = t WHERE id OPERATOR(pg_catalog.=) 1;
 		PERFORM lockfence.pin('account:1', t);
 		PERFORM lockfence.release('account:1', t);
-		t2 := lockfence.try_acquire('account:2', '1 min', true);
+		t2 := lockfence.try_acquire_session('account:2', '1 min');
 		PERFORM lockfence.acquire_xact('x');
 		PERFORM lockfence.try_acquire_xact('y');
 		PERFORM lockfence.lock_row('public.accounts', 2, '1 s');

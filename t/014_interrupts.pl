@@ -50,8 +50,12 @@ CREATE ROLE churn LOGIN;
 CREATE FUNCTION c_acquire(n text, lease_ms int, timeout_ms int, sb boolean)
 RETURNS bigint LANGUAGE plpgsql AS $$
 BEGIN
+    IF sb THEN
+        RETURN lockfence.acquire_session(n, lease_ms * interval '1 ms',
+                                         timeout_ms * interval '1 ms');
+    END IF;
     RETURN lockfence.acquire(n, lease_ms * interval '1 ms',
-                             timeout_ms * interval '1 ms', sb);
+                             timeout_ms * interval '1 ms');
 EXCEPTION
     WHEN lock_not_available THEN RETURN -1;
     WHEN query_canceled THEN RETURN -2;
@@ -264,7 +268,7 @@ open(my $fh, '>', $script) or die "could not write $script: $!";
 printf $fh q{\set k random(1, 40)
 \set m random(1, 20)
 \if :m <= 5
-SELECT lockfence.try_acquire('sb:' || :k, '30 ms', true);
+SELECT lockfence.try_acquire_session('sb:' || :k, '30 ms');
 \elif :m <= 10
 \set p random(1, 200)
 SELECT c_acquire('pl:' || :p, 20, 10, false);
