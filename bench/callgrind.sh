@@ -137,6 +137,7 @@ for s in \
 	"SELECT 1;" \
 	"SELECT pg_advisory_lock(@), pg_advisory_unlock(@);" \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min', '30 s'));" \
+	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min')); -- timeout left to its default" \
 	"SELECT lockfence.release('k@', lockfence.try_acquire('k@', '1 min'));" \
 	"EXECUTE adv_1rt(@); -- pg_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
 	"EXECUTE lf_1rt('@'); -- release(\$1, acquire(\$1, '1 min', '30 s'))" \
