@@ -108,6 +108,30 @@ UPDATE accounts SET fence_token = :t3 WHERE id = 3;
 ROLLBACK;
 SELECT pins FROM lockfence.locks WHERE name = 'account:3';
 
+-- One transaction writing under many locks (beyond the first few, a hash
+-- table finds its pins): each lease is pinned once however many rows it
+-- writes, a stale token is still refused, and every pin ends with it.
+CREATE TABLE many (id int PRIMARY KEY, fence_token bigint);
+CREATE TRIGGER many_fence BEFORE INSERT OR UPDATE OR DELETE ON many
+    FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('fence_token', 'many:', 'id');
+INSERT INTO many SELECT i, lockfence.acquire('many:' || i, '1 min') FROM generate_series(1, 40) i;
+BEGIN;
+UPDATE many SET fence_token = fence_token WHERE id <= 5;
+SELECT count(*) AS pinned, sum(pins) AS pins FROM lockfence.locks WHERE name LIKE 'many:%' AND pins > 0;
+UPDATE many SET fence_token = fence_token;
+UPDATE many SET fence_token = fence_token WHERE id % 2 = 0;
+SELECT count(*) AS pinned, sum(pins) AS pins FROM lockfence.locks WHERE name LIKE 'many:%' AND pins > 0;
+SELECT state, message FROM public.error_of('UPDATE many SET fence_token = fence_token + 1 WHERE id = 5');
+SELECT state, message FROM public.error_of('UPDATE many SET fence_token = fence_token + 1 WHERE id = 35');
+DELETE FROM many WHERE id > 30;
+COMMIT;
+SELECT count(*) AS pinned_after_commit FROM lockfence.locks WHERE name LIKE 'many:%' AND pins > 0;
+SELECT count(*) AS rows_left FROM many;
+-- the next transaction starts with no pins
+SELECT state, message FROM public.error_of('DELETE FROM many WHERE id = 1');
+SELECT count(*) FILTER (WHERE lockfence.force_release('many:' || i)) AS released FROM generate_series(1, 40) i;
+DROP TABLE many;
+
 -- DELETE in lease mode needs a live token shown earlier in the transaction.
 SELECT state, message, hint FROM public.error_of('DELETE FROM accounts WHERE id = 3');
 BEGIN;
@@ -184,6 +208,54 @@ SELECT * FROM public.error_of('SELECT lockfence.fence_check()');
 SELECT * FROM public.error_of('SELECT lockfence.pin(NULL, 1)');
 SELECT * FROM public.error_of($$SELECT lockfence.pin('a', 0)$$);
 SELECT * FROM misuse;
+
+-- A session keeps each trigger's resolved arguments, and notices when the
+-- table or the trigger changes under them.
+CREATE TABLE refit (id int, tok bigint, note text);
+INSERT INTO refit VALUES (1, 1, 'a');
+CREATE TRIGGER refit_fence BEFORE UPDATE ON refit
+    FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('tok');
+UPDATE refit SET tok = 2;
+SELECT * FROM public.error_of('UPDATE refit SET tok = 1');
+ALTER TABLE refit RENAME COLUMN tok TO tok_old;
+SELECT * FROM public.error_of($$UPDATE refit SET note = 'b'$$);
+ALTER TABLE refit RENAME COLUMN tok_old TO tok;
+SELECT * FROM public.error_of('UPDATE refit SET tok = 1');
+ALTER TABLE refit DROP COLUMN tok, ADD COLUMN tok int;
+SELECT * FROM public.error_of($$UPDATE refit SET note = 'b'$$);
+-- a new bigint column in another position: its NULL is refused, then any
+-- token is accepted once, and a lower one is refused again
+ALTER TABLE refit DROP COLUMN tok, ADD COLUMN tok bigint;
+SELECT * FROM public.error_of($$UPDATE refit SET note = 'b'$$);
+UPDATE refit SET tok = 5;
+SELECT * FROM public.error_of('UPDATE refit SET tok = 4');
+-- CREATE OR REPLACE TRIGGER keeps the trigger's OID
+SELECT lockfence.acquire('refit:1', '1 min') AS tr \gset
+CREATE OR REPLACE TRIGGER refit_fence BEFORE UPDATE ON refit
+    FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('tok', 'refit:', 'id');
+SELECT state, message,
+       detail = format('Token 6 does not hold the lock; the current holder''s token is %s.', :tr) AS detail_names_holder
+FROM public.error_of('UPDATE refit SET tok = tok + 1');
+UPDATE refit SET tok = :tr;
+CREATE OR REPLACE TRIGGER refit_fence BEFORE UPDATE ON refit
+    FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('tok', 'refit-', 'id');
+SELECT state, message FROM public.error_of(format('UPDATE refit SET tok = %s', :tr));
+CREATE OR REPLACE TRIGGER refit_fence BEFORE UPDATE ON refit
+    FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('tok', 'refit:', 'id');
+-- the key column's type changes its formatting path, not the lock's name
+ALTER TABLE refit ALTER COLUMN id TYPE bigint;
+UPDATE refit SET tok = :tr;
+ALTER TABLE refit ALTER COLUMN id TYPE smallint;
+UPDATE refit SET tok = :tr;
+ALTER TABLE refit ALTER COLUMN id TYPE numeric;
+UPDATE refit SET tok = :tr;
+SELECT state, message FROM public.error_of('UPDATE refit SET id = 1.0');
+CREATE OR REPLACE TRIGGER refit_fence AFTER UPDATE ON refit
+    FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('tok', 'refit:', 'id');
+SELECT * FROM public.error_of(format('UPDATE refit SET tok = %s', :tr));
+SELECT id, tok = :tr AS holder_token, note FROM refit;
+SELECT lockfence.release('refit:1', :tr);
+DROP TABLE refit;
 
 -- Two-phase commit cannot carry pins.
 SELECT lockfence.acquire('account:42', '5 s') AS t42b \gset

@@ -13,9 +13,9 @@
  * lease expiry); releasing it again by its token is then a no-op.
  *
  * Pins are what the fence trigger (or lockfence.pin) took on leases for
- * the current transaction, at most one per lock.  They are kept in a small
- * hash table keyed by lock, so that writing many rows under one lock costs
- * one shared-memory visit, and dropped when the top-level transaction ends.
+ * the current transaction, at most one per lock, so that writing many rows
+ * under one lock costs one shared-memory visit.  They are dropped when the
+ * top-level transaction ends.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,35 +45,118 @@ static int	maxheld = 0;
 static int	prune_threshold = MIN_PRUNE_THRESHOLD;
 static bool callbacks_registered = false;
 
-/* Pins of the current transaction. */
+/*
+ * Pins of the current transaction, in the order they were taken.  A pinned
+ * entry is never freed (lock_table.c), so its key in shared memory names
+ * the pin and may be read without the partition lock: a pin needs no copy
+ * of the 200-byte key.  A typical transaction pins one or two leases and
+ * finds them by a scan; beyond PIN_SCAN_LIMIT pins, a hash table keyed by
+ * lock indexes them, so that a transaction writing rows under thousands of
+ * locks does not scan them all for each row.
+ */
 typedef struct PinnedLease
 {
-	LockfenceKey key;			/* hash key; must be first */
+	LockfenceEntry *entry;		/* the pinned entry, which cannot move */
 	uint32		hashcode;
 	uint64		token;
-	LockfenceEntry *entry;		/* the pinned entry, which cannot move */
 } PinnedLease;
 
-static HTAB *pins = NULL;
-static long npins = 0;
+typedef struct PinIndexEntry
+{
+	LockfenceKey key;			/* hash key; must be first */
+	int			pin;			/* position in pins[] */
+} PinIndexEntry;
+
+#define PIN_SCAN_LIMIT 8
+
+static PinnedLease *pins = NULL;
+static int	npins = 0;
+static int	maxpins = 0;
+static HTAB *pin_index = NULL;	/* from the (PIN_SCAN_LIMIT + 1)th pin on */
+
+/* The transaction's pin of the lock, or NULL. */
+static PinnedLease *
+find_pin(const LockfenceKey *key, uint32 hashcode)
+{
+	if (pin_index != NULL)
+	{
+		PinIndexEntry *ie = hash_search_with_hash_value(pin_index, key,
+														hashcode, HASH_FIND,
+														NULL);
+
+		return ie ? &pins[ie->pin] : NULL;
+	}
+	for (int i = 0; i < npins; i++)
+	{
+		const LockfenceKey *pinned = &pins[i].entry->key;
+
+		if (pins[i].hashcode == hashcode && pinned->dbid == key->dbid &&
+			strcmp(pinned->name, key->name) == 0)
+			return &pins[i];
+	}
+	return NULL;
+}
+
+/* Make room in pins[] for one more pin; start the index when it is due. */
+static void
+pin_reserve(void)
+{
+	if (npins == PIN_SCAN_LIMIT && pin_index == NULL)
+	{
+		HASHCTL		ctl;
+		HTAB	   *index;
+
+		/* keyed like the shared table, so the caller's hash code serves */
+		ctl.keysize = sizeof(LockfenceKey);
+		ctl.entrysize = sizeof(PinIndexEntry);
+		ctl.hash = lockfence_key_hash_callback;
+		ctl.match = lockfence_key_match_callback;
+		ctl.hcxt = TopMemoryContext;
+		index = hash_create("lockfence pins", 4 * PIN_SCAN_LIMIT, &ctl,
+							HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
+							HASH_CONTEXT);
+		for (int i = 0; i < npins; i++)
+		{
+			PinIndexEntry *ie;
+
+			ie = hash_search_with_hash_value(index, &pins[i].entry->key,
+											 pins[i].hashcode, HASH_ENTER,
+											 NULL);
+			ie->pin = i;
+		}
+		pin_index = index;
+	}
+	if (npins < maxpins)
+		return;
+	if (pins == NULL)
+	{
+		maxpins = PIN_SCAN_LIMIT;
+		pins = MemoryContextAlloc(TopMemoryContext,
+								  maxpins * sizeof(PinnedLease));
+	}
+	else
+	{
+		maxpins *= 2;
+		pins = repalloc(pins, maxpins * sizeof(PinnedLease));
+	}
+}
 
 /* Drop every pin of the transaction that is ending. */
 static void
 unpin_all(void)
 {
-	HASH_SEQ_STATUS status;
-	PinnedLease *pin;
-
-	if (npins == 0)
-		return;
-	hash_seq_init(&status, pins);
-	while ((pin = hash_seq_search(&status)) != NULL)
-	{
-		lockfence_unpin_entry(pin->entry, pin->hashcode, pin->token);
-		hash_search_with_hash_value(pins, &pin->key, pin->hashcode,
-									HASH_REMOVE, NULL);
-	}
+	for (int i = 0; i < npins; i++)
+		lockfence_unpin_entry(pins[i].entry, pins[i].hashcode, pins[i].token);
 	npins = 0;
+	if (pin_index != NULL)
+	{
+		/* only transactions with many pins had one; give the memory back */
+		hash_destroy(pin_index);
+		pin_index = NULL;
+		pfree(pins);
+		pins = NULL;
+		maxpins = 0;
+	}
 }
 
 /* Release the remembered locks that match, and forget them. */
@@ -265,7 +348,7 @@ lockfence_pinned_token(const LockfenceKey *key, uint32 hashcode,
 
 	if (npins == 0)
 		return false;
-	pin = hash_search_with_hash_value(pins, key, hashcode, HASH_FIND, NULL);
+	pin = find_pin(key, hashcode);
 	if (pin == NULL)
 		return false;
 	*token = pin->token;
@@ -280,41 +363,38 @@ bool
 lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 					   uint64 token, uint64 *holder_token)
 {
-	PinnedLease *pin;
-	bool		found;
+	PinnedLease *pin = npins > 0 ? find_pin(key, hashcode) : NULL;
+	PinIndexEntry *ie = NULL;
+	LockfenceEntry *entry;
 
-	if (pins == NULL)
-	{
-		HASHCTL		ctl;
-
-		/* keyed like the shared table, so the caller's hash code serves */
-		ctl.keysize = sizeof(LockfenceKey);
-		ctl.entrysize = sizeof(PinnedLease);
-		ctl.hash = lockfence_key_hash_callback;
-		ctl.match = lockfence_key_match_callback;
-		ctl.hcxt = TopMemoryContext;
-		pins = hash_create("lockfence pins", 16, &ctl,
-						   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
-						   HASH_CONTEXT);
-	}
-	arm_callbacks();
-
-	/* allocate before pinning, so that remembering the pin cannot fail */
-	pin = hash_search_with_hash_value(pins, key, hashcode, HASH_ENTER, &found);
-	if (found)
+	if (pin != NULL)
 	{
 		/* a pinned lease cannot change hands, so only its token matches */
 		*holder_token = pin->token;
 		return pin->token == token;
 	}
-	pin->entry = lockfence_pin_token(key, hashcode, token, holder_token);
-	if (pin->entry == NULL)
+
+	/* allocate before pinning, so that remembering the pin cannot fail */
+	arm_callbacks();
+	pin_reserve();
+	if (pin_index != NULL)
+		ie = hash_search_with_hash_value(pin_index, key, hashcode, HASH_ENTER,
+										 NULL);
+
+	entry = lockfence_pin_token(key, hashcode, token, holder_token);
+	if (entry == NULL)
 	{
-		hash_search_with_hash_value(pins, key, hashcode, HASH_REMOVE, NULL);
+		if (ie != NULL)
+			hash_search_with_hash_value(pin_index, key, hashcode, HASH_REMOVE,
+										NULL);
 		return false;
 	}
+	pin = &pins[npins];
+	pin->entry = entry;
 	pin->hashcode = hashcode;
 	pin->token = token;
+	if (ie != NULL)
+		ie->pin = npins;
 	npins++;
 	return true;
 }

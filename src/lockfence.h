@@ -77,15 +77,16 @@ typedef struct LockfenceKey
 typedef struct LockfenceEntry
 {
 	LockfenceKey key;			/* hash key; must be first */
+	/* what every check of a token reads, together, after the key */
 	uint64		token;			/* holder's fence token, 0 when free */
-	TimestampTz acquired_at;
 	TimestampTz expires_at;		/* DT_NOEND for transaction locks */
-	int			holder_pid;		/* backend that was granted the lock */
-	int			holder_procno;
-	Oid			holder_role;	/* charged for this slot (role_quota.c) */
 	LockfenceScope scope;
 	int			pins;			/* writing transactions that pinned the lease */
 	bool		release_pending;	/* released while pinned: free at unpin */
+	TimestampTz acquired_at;
+	int			holder_pid;		/* backend that was granted the lock */
+	int			holder_procno;
+	Oid			holder_role;	/* charged for this slot (role_quota.c) */
 	int			waiters_head;	/* procno of the first waiter */
 	int			waiters_tail;	/* procno of the last waiter */
 	int			nwaiters;
