@@ -35,23 +35,39 @@
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "lockfence.h"
 
 PG_FUNCTION_INFO_V1(lockfence_fence_check);
 
-/* The trigger's arguments, resolved once per statement (in fn_extra). */
+/*
+ * A trigger's arguments, resolved.  The trigger manager gives each statement
+ * a fresh FmgrInfo, so fn_extra alone would resolve them again for every
+ * statement (a catalog lookup of the key column's output function, a search
+ * of the column names).  They are kept for the session instead, keyed by
+ * trigger OID, and checked against the trigger and the table on each use:
+ * CREATE OR REPLACE TRIGGER keeps the OID, and ALTER TABLE may rename, drop
+ * or retype the columns.  An entry is rewritten only when they changed.
+ */
 typedef struct FenceCheckConfig
 {
-	Oid			tgoid;
+	Oid			tgoid;			/* hash key; must be first */
+	bool		valid;
+	int			nargs;
 	AttrNumber	token_attnum;
 	bool		lease_mode;
-	char	   *lock_prefix;
+	/* the prefix, whole when it can name a lock at all (see row_lock_key) */
+	char		lock_prefix[LOCKFENCE_NAME_MAXLEN + 1];
 	int			lock_prefix_len;
 	AttrNumber	key_attnum;		/* 0: the prefix alone names the lock */
+	Oid			key_type;
 	FmgrInfo	key_output;		/* output function of the key column */
 } FenceCheckConfig;
+
+static HTAB *config_cache = NULL;
+static FenceCheckConfig *last_config = NULL;	/* entries do not move */
 
 /* Names longer than this are refused everywhere. */
 void
@@ -112,16 +128,101 @@ config_attnum(Relation rel, const char *colname)
 	return attnum;
 }
 
-/* Check how the trigger is declared and resolve its arguments. */
+/* attnum still names a live column colname of type typid. */
+static bool
+column_unchanged(TupleDesc tupdesc, AttrNumber attnum, const char *colname,
+				 Oid typid)
+{
+	Form_pg_attribute attr;
+
+	if (attnum > tupdesc->natts)
+		return false;
+	attr = TupleDescAttr(tupdesc, attnum - 1);
+	return !attr->attisdropped && attr->atttypid == typid &&
+		strcmp(NameStr(attr->attname), colname) == 0;
+}
+
+/* config was resolved from this trigger's arguments and this table. */
+static bool
+config_unchanged(const FenceCheckConfig *config, const Trigger *trigger,
+				 TupleDesc tupdesc)
+{
+	if (!config->valid || config->nargs != trigger->tgnargs ||
+		!column_unchanged(tupdesc, config->token_attnum, trigger->tgargs[0],
+						  INT8OID))
+		return false;
+	if (config->lease_mode &&
+		(strlen(trigger->tgargs[1]) != (size_t) config->lock_prefix_len ||
+		 strncmp(config->lock_prefix, trigger->tgargs[1],
+				 LOCKFENCE_NAME_MAXLEN) != 0))
+		return false;
+	return config->key_attnum == 0 ||
+		column_unchanged(tupdesc, config->key_attnum, trigger->tgargs[2],
+						 config->key_type);
+}
+
+/* Resolve the trigger's arguments into config. */
+static void
+resolve_config(FenceCheckConfig *config, const Trigger *trigger,
+			   Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+
+	if (trigger->tgnargs < 1 || trigger->tgnargs > 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("trigger \"%s\" on relation \"%s\" has %d arguments",
+						trigger->tgname, RelationGetRelationName(rel),
+						trigger->tgnargs),
+				 errhint("lockfence.fence_check() takes a token column, optionally a lock prefix, and optionally a key column.")));
+
+	/* an error below leaves the entry invalid, to be resolved again */
+	config->valid = false;
+	config->nargs = trigger->tgnargs;
+	config->token_attnum = config_attnum(rel, trigger->tgargs[0]);
+	if (TupleDescAttr(tupdesc, config->token_attnum - 1)->atttypid != INT8OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("fence token column \"%s\" of relation \"%s\" must be of type bigint",
+						trigger->tgargs[0], RelationGetRelationName(rel))));
+
+	config->lease_mode = trigger->tgnargs >= 2;
+	config->lock_prefix_len = 0;
+	config->key_attnum = 0;
+	if (config->lease_mode)
+	{
+		int			kept;
+
+		config->lock_prefix_len = strlen(trigger->tgargs[1]);
+		kept = Min(config->lock_prefix_len, LOCKFENCE_NAME_MAXLEN);
+		memcpy(config->lock_prefix, trigger->tgargs[1], kept);
+		config->lock_prefix[kept] = '\0';
+		if (trigger->tgnargs == 3)
+		{
+			Oid			typoutput;
+			bool		typisvarlena;
+
+			config->key_attnum = config_attnum(rel, trigger->tgargs[2]);
+			config->key_type = TupleDescAttr(tupdesc, config->key_attnum - 1)->atttypid;
+			getTypeOutputInfo(config->key_type, &typoutput, &typisvarlena);
+			fmgr_info_cxt(typoutput, &config->key_output, TopMemoryContext);
+		}
+		else
+			lockfence_check_name_length(config->lock_prefix_len);
+	}
+	config->valid = true;
+}
+
+/* Check how the trigger is declared, and find its resolved arguments. */
 static FenceCheckConfig *
 get_config(FunctionCallInfo fcinfo, TriggerData *trigdata)
 {
 	FenceCheckConfig *config = fcinfo->flinfo->fn_extra;
 	Trigger    *trigger = trigdata->tg_trigger;
 	Relation	rel = trigdata->tg_relation;
-	TupleDesc	tupdesc = RelationGetDescr(rel);
-	MemoryContext oldcxt;
+	bool		found;
 
+	/* the rest of this statement's rows */
 	if (config != NULL && config->tgoid == trigger->tgoid)
 		return config;
 
@@ -132,52 +233,30 @@ get_config(FunctionCallInfo fcinfo, TriggerData *trigdata)
 				 errmsg("trigger \"%s\" on relation \"%s\" must be a BEFORE ... FOR EACH ROW trigger",
 						trigger->tgname, RelationGetRelationName(rel)),
 				 errdetail("lockfence.fence_check() must check each row before it is written.")));
-	if (trigger->tgnargs < 1 || trigger->tgnargs > 3)
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("trigger \"%s\" on relation \"%s\" has %d arguments",
-						trigger->tgname, RelationGetRelationName(rel),
-						trigger->tgnargs),
-				 errhint("lockfence.fence_check() takes a token column, optionally a lock prefix, and optionally a key column.")));
 
-	oldcxt = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
-	config = palloc0(sizeof(FenceCheckConfig));
-	config->tgoid = trigger->tgoid;
-
-	config->token_attnum = config_attnum(rel, trigger->tgargs[0]);
-	if (TupleDescAttr(tupdesc, config->token_attnum - 1)->atttypid != INT8OID)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("fence token column \"%s\" of relation \"%s\" must be of type bigint",
-						trigger->tgargs[0], RelationGetRelationName(rel))));
-
-	if (trigger->tgnargs >= 2)
+	if (config_cache == NULL)
 	{
-		config->lease_mode = true;
-		config->lock_prefix = pstrdup(trigger->tgargs[1]);
-		config->lock_prefix_len = strlen(config->lock_prefix);
-		if (trigger->tgnargs == 3)
-		{
-			Oid			typoutput;
-			bool		typisvarlena;
+		HASHCTL		ctl;
 
-			config->key_attnum = config_attnum(rel, trigger->tgargs[2]);
-			getTypeOutputInfo(TupleDescAttr(tupdesc, config->key_attnum - 1)->atttypid,
-							  &typoutput, &typisvarlena);
-			fmgr_info_cxt(typoutput, &config->key_output,
-						  fcinfo->flinfo->fn_mcxt);
-		}
-		else
-			lockfence_check_name_length(config->lock_prefix_len);
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(FenceCheckConfig);
+		ctl.hcxt = TopMemoryContext;
+		config_cache = hash_create("lockfence fence_check triggers", 16, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
-	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("trigger \"%s\" on relation \"%s\" cannot fence DELETE without a lock",
-						trigger->tgname, RelationGetRelationName(rel)),
-				 errhint("Give lockfence.fence_check() a lock prefix to fence deletes, or fire it on INSERT OR UPDATE only.")));
+	if (last_config != NULL && last_config->tgoid == trigger->tgoid)
+		config = last_config;
+	else
+	{
+		config = hash_search(config_cache, &trigger->tgoid, HASH_ENTER,
+							 &found);
+		if (!found)
+			config->valid = false;
+		last_config = config;
+	}
+	if (!config_unchanged(config, trigger, RelationGetDescr(rel)))
+		resolve_config(config, trigger, rel);
 
-	MemoryContextSwitchTo(oldcxt);
 	fcinfo->flinfo->fn_extra = config;
 	return config;
 }
@@ -198,6 +277,7 @@ row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
 		memcpy(key->name, config->lock_prefix, len);
 	if (config->key_attnum > 0)
 	{
+		char		intbuf[21];	/* "-9223372036854775808" */
 		char	   *keytext;
 		int			keylen;
 		bool		isnull;
@@ -213,12 +293,31 @@ row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
 							RelationGetRelationName(rel)),
 					 errdetail("lockfence.fence_check() names the row's lock after this column."),
 					 errtable(rel)));
-		keytext = OutputFunctionCall(&config->key_output, value);
+		/* integer keys, the usual case, are formatted without fmgr or palloc */
+		switch (config->key_type)
+		{
+			case INT2OID:
+				pg_itoa(DatumGetInt16(value), intbuf);
+				keytext = intbuf;
+				break;
+			case INT4OID:
+				pg_ltoa(DatumGetInt32(value), intbuf);
+				keytext = intbuf;
+				break;
+			case INT8OID:
+				pg_lltoa(DatumGetInt64(value), intbuf);
+				keytext = intbuf;
+				break;
+			default:
+				keytext = OutputFunctionCall(&config->key_output, value);
+				break;
+		}
 		keylen = strlen(keytext);
 		if (len + keylen <= LOCKFENCE_NAME_MAXLEN)
 			memcpy(key->name + len, keytext, keylen);
 		len += keylen;
-		pfree(keytext);
+		if (keytext != intbuf)
+			pfree(keytext);
 	}
 	lockfence_check_name_length(len);
 	*hashcode = lockfence_key_hash(key);
@@ -320,6 +419,13 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 	{
+		if (!config->lease_mode)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("trigger \"%s\" on relation \"%s\" cannot fence DELETE without a lock",
+							trigdata->tg_trigger->tgname,
+							RelationGetRelationName(rel)),
+					 errhint("Give lockfence.fence_check() a lock prefix to fence deletes, or fire it on INSERT OR UPDATE only.")));
 		row_lock_key(config, rel, trigdata->tg_trigtuple, &key, &hashcode);
 		require_pinned(rel, &key, hashcode, "delete");
 		return PointerGetDatum(trigdata->tg_trigtuple);
