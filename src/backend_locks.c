@@ -344,11 +344,8 @@ bool
 lockfence_pinned_token(const LockfenceKey *key, uint32 hashcode,
 					   uint64 *token)
 {
-	PinnedLease *pin;
+	PinnedLease *pin = find_pin(key, hashcode);
 
-	if (npins == 0)
-		return false;
-	pin = find_pin(key, hashcode);
 	if (pin == NULL)
 		return false;
 	*token = pin->token;
@@ -363,7 +360,7 @@ bool
 lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 					   uint64 token, uint64 *holder_token)
 {
-	PinnedLease *pin = npins > 0 ? find_pin(key, hashcode) : NULL;
+	PinnedLease *pin = find_pin(key, hashcode);
 	PinIndexEntry *ie = NULL;
 	LockfenceEntry *entry;
 
