@@ -55,6 +55,10 @@ CREATE TABLE acct_plpgsql (LIKE acct_plain INCLUDING ALL) WITH (fillfactor = 80)
 
 CREATE TABLE acct_ctrig (LIKE acct_plain INCLUDING ALL) WITH (fillfactor = 80);
 
+CREATE TABLE acct_plbefore (LIKE acct_plain INCLUDING ALL) WITH (fillfactor = 80);
+
+CREATE TABLE acct_plafter (LIKE acct_plain INCLUDING ALL) WITH (fillfactor = 80);
+
 CREATE FUNCTION fence_plpgsql() RETURNS trigger LANGUAGE plpgsql AS \$\$
 BEGIN
     IF NEW.fence_token IS NULL THEN
@@ -77,6 +81,10 @@ INSERT INTO acct_plpgsql SELECT * FROM acct_plain;
 
 INSERT INTO acct_ctrig SELECT * FROM acct_plain;
 
+INSERT INTO acct_plbefore SELECT * FROM acct_plain;
+
+INSERT INTO acct_plafter SELECT * FROM acct_plain;
+
 CREATE TRIGGER acct_mono_fence BEFORE INSERT OR UPDATE ON acct_mono FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('fence_token');
 
 CREATE TRIGGER acct_lease_fence BEFORE INSERT OR UPDATE ON acct_lease FOR EACH ROW EXECUTE FUNCTION lockfence.fence_check('fence_token', 'acct:', 'id');
@@ -85,6 +93,17 @@ CREATE TRIGGER acct_plpgsql_fence BEFORE INSERT OR UPDATE ON acct_plpgsql FOR EA
 
 -- what any BEFORE ROW trigger in C costs: a built-in one that does almost nothing here
 CREATE TRIGGER acct_ctrig_noop BEFORE UPDATE ON acct_ctrig FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+
+-- a BEFORE and an AFTER ROW trigger that do nothing, in PL/pgSQL: what the
+-- timing costs (an AFTER trigger is queued and fetches both row versions
+-- again at the end of the statement; a BEFORE trigger locks the row first)
+CREATE FUNCTION noop_before() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN RETURN NEW; END \$\$;
+
+CREATE FUNCTION noop_after() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN RETURN NULL; END \$\$;
+
+CREATE TRIGGER acct_plbefore_noop BEFORE UPDATE ON acct_plbefore FOR EACH ROW EXECUTE FUNCTION noop_before();
+
+CREATE TRIGGER acct_plafter_noop AFTER UPDATE ON acct_plafter FOR EACH ROW EXECUTE FUNCTION noop_after();
 
 VACUUM ANALYZE;
 
@@ -100,13 +119,13 @@ cp -a "$tmp/data" "$tmp/pristine"
 # backend's shared memory only), then runs the statements, one per line.
 # That UPDATE leaves a dead version of each of acct_lease's rows, which
 # later UPDATEs prune; the other tables get the same UPDATE, triggers off,
-# so that all five start in the same state.
+# so that all of them start in the same state.
 # The prepared statements stand for pgbench -M prepared (make bench): their
 # plans are cached, so EXECUTE skips most of the parsing and planning.
 PRELUDE="ALTER TABLE acct_lease DISABLE TRIGGER acct_lease_fence;
 UPDATE acct_lease SET fence_token = lockfence.acquire('acct:' || id, '2 h');
 ALTER TABLE acct_lease ENABLE TRIGGER acct_lease_fence;
-$(for t in acct_plain acct_mono acct_plpgsql acct_ctrig; do
+$(for t in acct_plain acct_mono acct_plpgsql acct_ctrig acct_plbefore acct_plafter; do
 	echo "ALTER TABLE $t DISABLE TRIGGER USER;"
 	echo "UPDATE $t SET fence_token = fence_token + 1;"
 	echo "ALTER TABLE $t ENABLE TRIGGER USER;"
@@ -155,7 +174,9 @@ for s in \
 	"UPDATE acct_ctrig SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_mono SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
 	"UPDATE acct_lease SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
-	"UPDATE acct_plpgsql SET balance = balance + 1, fence_token = fence_token WHERE id = @;"; do
+	"UPDATE acct_plpgsql SET balance = balance + 1, fence_token = fence_token WHERE id = @;" \
+	"UPDATE acct_plbefore SET balance = balance + 1, fence_token = fence_token WHERE id = @; -- PL/pgSQL BEFORE, RETURN NEW" \
+	"UPDATE acct_plafter SET balance = balance + 1, fence_token = fence_token WHERE id = @; -- PL/pgSQL AFTER, RETURN NULL"; do
 	a=$(ir "$s" "$N1")
 	b=$(ir "$s" "$N2")
 	printf '%-86s %9d\n' "$s" $(((b - a) / (N2 - N1)))
