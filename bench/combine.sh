@@ -48,6 +48,7 @@ for my $file (@ARGV) {
 		}
 		my $row = $rows{$key};
 		$row->{values}{$file} = $value;
+		$row->{passed}{$file} = $result eq "PASS" ? 1 : 0;
 		if (defined $rounds) { $row->{met} += $met; $row->{rounds} += $rounds; }
 	}
 	close $fh;
@@ -57,6 +58,27 @@ for my $file (@ARGV) {
 sub median {
 	my @v = sort { $a <=> $b } @_;
 	return @v % 2 ? $v[$#v / 2] : ($v[@v / 2 - 1] + $v[@v / 2]) / 2;
+}
+
+# The verdict of the median run.  Values are printed rounded (0.95x), so a
+# run that met ">= 0.952x" and one that missed it can show the same value;
+# the verdict of each run, from its unrounded value, orders them: at equal
+# values, a miss ranks below a pass for a lower bound and above it for an
+# upper bound.  With an even number of runs the two middle runs must agree,
+# else the rounded median decides.
+sub median_verdict {
+	my ($row, $files, $median) = @_;
+	my $upper = $row->{target} =~ /^</;
+	my @runs = sort {
+		$a->[0] <=> $b->[0] || ($upper ? $b->[1] <=> $a->[1] : $a->[1] <=> $b->[1])
+	} map { [$row->{values}{$_}, $row->{passed}{$_}] }
+	  grep { defined $row->{values}{$_} } @$files;
+	my @middle = @runs % 2 ? ($runs[$#runs / 2]) : @runs[@runs / 2 - 1, @runs / 2];
+	my $passes = grep { $_->[1] } @middle;
+	return "PASS" if $passes == @middle;
+	return "MISS" if $passes == 0;
+	my $ok = meets($median, $row->{target});
+	return !defined $ok ? "?" : $ok ? "PASS" : "MISS";
 }
 
 sub show {
@@ -87,8 +109,7 @@ for my $key (@order) {
 	my $median = median(@present);
 	my $result = "info";
 	unless ($row->{info}) {
-		my $ok = meets($median, $row->{target});
-		$result = !defined $ok ? "?" : $ok ? "PASS" : "MISS";
+		$result = median_verdict($row, [map { $_->[0] } @files], $median);
 		$pass++ if $result eq "PASS";
 		$miss++ if $result eq "MISS";
 	}
