@@ -3,7 +3,7 @@
 # shared VM): a single-user backend runs N1, then N2 copies of a statement,
 # each its own transaction; (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one
 # statement, start-up and setup cancelling out.  Not part of make bench (it
-# takes a few minutes):  ./bench/callgrind.sh  (builds and installs this
+# takes about 15 minutes):  ./bench/callgrind.sh  (builds and installs this
 # tree's library first, like make bench).
 #
 # Environment: PG_CONFIG, TEST_USER as for make test; CG_N1, CG_N2 (default

@@ -10,7 +10,7 @@
 #
 # Reads the "=== SUMMARY" section that bench/run.sh prints (copied or
 # redirected into a file); a check missing from some runs is combined over
-# the runs that have it, and the "runs" column says how many.
+# the runs that have it, and its last column says over how many.
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
