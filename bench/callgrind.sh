@@ -166,6 +166,7 @@ for s in \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min', '30 s'));" \
 	"SELECT lockfence.release('k@', lockfence.acquire('k@', '1 min')); -- timeout left to its default" \
 	"SELECT lockfence.release('k@', lockfence.try_acquire('k@', '1 min'));" \
+	"SELECT lockfence.release(@::text, lockfence.acquire(@::text, '1 min', '30 s')); -- the name a number cast to text" \
 	"EXECUTE adv_1rt(@); -- pg_advisory_lock(\$1), pg_advisory_unlock(\$1)" \
 	"EXECUTE lf_1rt('@'); -- release(\$1, acquire(\$1, '1 min', '30 s'))" \
 	"EXECUTE adv_try(@); -- pg_try_advisory_lock(\$1), pg_advisory_unlock(\$1)" \

@@ -213,17 +213,7 @@ run_pg mkdir "$tmp/scripts"
 cp "$src"/bench/*.sql "$src"/bench/locks/*.sql "$src"/bench/fence/*.sql "$tmp/scripts/"
 # the A/A control of the paired lock runs: adv_2rt under a second name
 cp "$tmp/scripts/adv_2rt.sql" "$tmp/scripts/adv_2rt2.sql"
-# With the simple protocol pgbench pastes a variable's value into the
-# statement's text, so the text parameter :k::text would arrive as the cast
-# 123::text, which the planner evaluates at every call (about 15,000
-# instructions, twice in a one-round-trip statement).  Drivers that
-# interpolate parameters send a text value as a string literal, '123', and
-# so do the lockfence and table-lease scripts then.
-if [ "$PROTOCOL" = simple ]; then
-	sed -i "s/:k::text/':k'/g" "$tmp"/scripts/lf_*.sql "$tmp"/scripts/tbl_*.sql
-	! grep -q '::text' "$tmp"/scripts/lf_*.sql "$tmp"/scripts/tbl_*.sql ||
-		fail "a lock script still casts a parameter to text"
-fi
+lf_bench_scripts_for_protocol "$tmp/scripts" "$PROTOCOL" || fail "a lock script still casts a parameter to text"
 [ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER" "$tmp/scripts"
 port=$(lf_pick_port) || fail "no unused port found"
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Instructions per transaction of the lock scripts of make bench, over the
+# wire: a server runs under callgrind, and pgbench (itself under callgrind)
+# runs each script for N1, then N2 transactions on one connection.  Each
+# pgbench run has a backend of its own, so (Ir(N2) - Ir(N1)) / (N2 - N1) is
+# the cost of one transaction in the backend, and likewise in pgbench,
+# connection start-up and exit cancelling out.  Unlike bench/callgrind.sh
+# (a single-user backend, one statement at a time) this counts the
+# protocol's own work, for any of pgbench's query protocols.  About two
+# minutes:
+#
+#   ./bench/callgrind-pgbench.sh [SCRIPT...]
+#
+# (default: select1 and the lockfence and advisory-lock scripts; builds and
+# installs this tree's library first, like make bench).
+#
+# Environment: BENCH_PROTOCOL (pgbench -M: prepared, the default, simple or
+# extended; the scripts are adapted to it as make bench does), CG_N1, CG_N2
+# (default 300 and 1300), PG_CONFIG, TEST_USER as for make test.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+. tools/common.sh
+bindir=$(lf_bindir)
+N1=${CG_N1:-300}
+N2=${CG_N2:-1300}
+PROTOCOL=${BENCH_PROTOCOL:-prepared}
+[[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || {
+	echo "callgrind-pgbench.sh: BENCH_PROTOCOL is simple, extended or prepared, not '$PROTOCOL'" >&2
+	exit 2
+}
+[ $# -gt 0 ] || set -- select1 adv_2rt lf_2rt adv_1rt lf_1rt adv_try lf_try
+command -v valgrind >/dev/null || { echo "callgrind-pgbench.sh: valgrind is not installed" >&2; exit 1; }
+src=$(pwd)
+lf_install_packages
+lf_build_and_install
+check_installed() {
+	lf_installed_build_is "$src" || {
+		echo "callgrind-pgbench.sh: the installed lockfence.so is not the one built from $src" >&2
+		exit 1
+	}
+}
+check_installed
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockfence-cgpgbench.XXXXXX")
+[ "$(id -u)" -eq 0 ] && chown "$TEST_USER" "$tmp"
+stop_server() {
+	run_pg "$bindir/pg_ctl" -D "$tmp/data" -m fast -w stop >/dev/null 2>&1 || true
+	# the server's processes may still be writing their counts
+	for _ in $(seq 30); do
+		rm -rf "$tmp" 2>/dev/null && return
+		sleep 1
+	done
+}
+trap stop_server EXIT
+cd "$tmp"
+run_pg mkdir "$tmp/scripts" "$tmp/cg"
+cp "$src"/bench/locks/*.sql "$tmp/scripts/"
+lf_bench_scripts_for_protocol "$tmp/scripts" "$PROTOCOL" || {
+	echo "callgrind-pgbench.sh: a lock script still casts a parameter to text" >&2
+	exit 1
+}
+[ "$(id -u)" -eq 0 ] && chown -R "$TEST_USER" "$tmp/scripts"
+
+port=$(lf_pick_port)
+lf_server_init "$tmp" "$port" <<EOF
+shared_preload_libraries = 'lockfence'
+lockfence.max_locks = 100000
+synchronous_commit = off
+jit = off
+autovacuum = off
+EOF
+# Only backends run PostgresMain, so only they collect; callgrind writes a
+# process's counts when it exits, to a file named after its pid.
+run_pg bash -c "valgrind --tool=callgrind --callgrind-out-file='$tmp/cg/server.%p' \
+	--toggle-collect=PostgresMain '$bindir/postgres' -D '$tmp/data' \
+	>'$tmp/server.log' 2>&1 &"
+for _ in $(seq 120); do
+	run_pg "$bindir/pg_isready" -h "$tmp" -p "$port" -q && break
+	sleep 1
+done
+run_pg "$bindir/psql" -h "$tmp" -p "$port" -d postgres -qX -c "CREATE EXTENSION lockfence" ||
+	{ cat "$tmp/server.log" >&2; exit 1; }
+
+total_ir() { sed -n 's/^totals: \([0-9]*\).*/\1/p' "$1"; }
+
+# ir SCRIPT N: "backend pgbench" instructions of a pgbench run of N
+# transactions.  pgbench also opens a short connection of its own before
+# the run; the backend that ran the transactions is the new file with the
+# most instructions.
+ir() {
+	local before client backend f n ir_f
+	before=$(ls "$tmp/cg")
+	run_pg valgrind --tool=callgrind --callgrind-out-file="$tmp/client.out" \
+		"$bindir/pgbench" -h "$tmp" -p "$port" -n -M "$PROTOCOL" -c 1 -t "$2" \
+		--random-seed=1 -D nkeys=1000000 -f "$tmp/scripts/$1.sql" postgres \
+		>"$tmp/pgbench.log" 2>"$tmp/pgbench.err" ||
+		{ cat "$tmp/pgbench.log" "$tmp/pgbench.err" >&2; exit 1; }
+	grep -q "number of failed transactions: 0" "$tmp/pgbench.log" ||
+		{ cat "$tmp/pgbench.log" >&2; exit 1; }
+	client=$(total_ir "$tmp/client.out")
+	# wait for both backends' files, complete (the totals line comes last)
+	for _ in $(seq 60); do
+		backend=0
+		n=0
+		for f in $(ls "$tmp/cg" | grep -vxF -f <(echo "$before") || true); do
+			ir_f=$(total_ir "$tmp/cg/$f")
+			[ -n "$ir_f" ] || continue
+			n=$((n + 1))
+			[ "$ir_f" -gt "$backend" ] && backend=$ir_f
+		done
+		[ "$n" -ge 2 ] && break
+		sleep 1
+	done
+	[ "$n" -ge 2 ] || { echo "callgrind-pgbench.sh: no counts from the backends of $1" >&2; exit 1; }
+	echo "$backend $client"
+}
+
+echo "pgbench -M $PROTOCOL, one client; instructions per transaction, ($N2 - $N1 transactions)"
+printf '%-10s %12s %12s\n' script backend pgbench
+for s in "$@"; do
+	[ -f "$tmp/scripts/$s.sql" ] || { echo "callgrind-pgbench.sh: no script bench/locks/$s.sql" >&2; exit 2; }
+	r1=$(ir "$s" "$N1")
+	r2=$(ir "$s" "$N2")
+	read -r b1 c1 <<<"$r1"
+	read -r b2 c2 <<<"$r2"
+	printf '%-10s %12d %12d\n' "$s" $(((b2 - b1) / (N2 - N1))) $(((c2 - c1) / (N2 - N1)))
+done
+check_installed
