@@ -89,8 +89,9 @@ total_ir() { sed -n 's/^totals: \([0-9]*\).*/\1/p' "$1"; }
 # the run; the backend that ran the transactions is the new file with the
 # most instructions.
 ir() {
-	local before client backend f n ir_f
-	before=$(ls "$tmp/cg")
+	local client backend f n ir_f
+	local -A before=()
+	for f in "$tmp"/cg/server.*; do before[$f]=1; done
 	run_pg valgrind --tool=callgrind --callgrind-out-file="$tmp/client.out" \
 		"$bindir/pgbench" -h "$tmp" -p "$port" -n -M "$PROTOCOL" -c 1 -t "$2" \
 		--random-seed=1 -D nkeys=1000000 -f "$tmp/scripts/$1.sql" postgres \
@@ -103,8 +104,9 @@ ir() {
 	for _ in $(seq 60); do
 		backend=0
 		n=0
-		for f in $(ls "$tmp/cg" | grep -vxF -f <(echo "$before") || true); do
-			ir_f=$(total_ir "$tmp/cg/$f")
+		for f in "$tmp"/cg/server.*; do
+			if [ ! -e "$f" ] || [ -n "${before[$f]:-}" ]; then continue; fi
+			ir_f=$(total_ir "$f")
 			[ -n "$ir_f" ] || continue
 			n=$((n + 1))
 			[ "$ir_f" -gt "$backend" ] && backend=$ir_f
