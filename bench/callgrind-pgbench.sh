@@ -79,44 +79,57 @@ for _ in $(seq 120); do
 	run_pg "$bindir/pg_isready" -h "$tmp" -p "$port" -q && break
 	sleep 1
 done
+touch "$tmp/marker"
 run_pg "$bindir/psql" -h "$tmp" -p "$port" -d postgres -qX -c "CREATE EXTENSION lockfence" ||
 	{ cat "$tmp/server.log" >&2; exit 1; }
 
 total_ir() { sed -n 's/^totals: \([0-9]*\).*/\1/p' "$1"; }
 
+# complete_files_since MARKER: the count files of backends that exited
+# since MARKER was touched (a file is complete once its totals line is in).
+complete_files_since() {
+	local f
+	for f in "$tmp"/cg/server.*; do
+		[ -e "$f" ] && [ "$f" -nt "$1" ] && [ -n "$(total_ir "$f")" ] && echo "$f"
+	done
+	return 0
+}
+
+# wait_for_files MARKER N: until N backends have written their counts.
+wait_for_files() {
+	for _ in $(seq 120); do
+		[ "$(complete_files_since "$1" | wc -l)" -ge "$2" ] && return 0
+		sleep 0.5
+	done
+	echo "callgrind-pgbench.sh: no counts from the server's backends" >&2
+	exit 1
+}
+
 # ir SCRIPT N: "backend pgbench" instructions of a pgbench run of N
-# transactions.  pgbench also opens a short connection of its own before
-# the run; the backend that ran the transactions is the new file with the
-# most instructions.
+# transactions.  pgbench also opens a connection of its own, and closes it
+# before the run starts; the backend that ran the transactions exits last,
+# so its file is the newer of the two.
 ir() {
-	local client backend f n ir_f
-	local -A before=()
-	for f in "$tmp"/cg/server.*; do before[$f]=1; done
+	local client newest f
+	touch "$tmp/marker"
+	sleep 0.1 # the files' times must come after the marker's
 	run_pg valgrind --tool=callgrind --callgrind-out-file="$tmp/client.out" \
 		"$bindir/pgbench" -h "$tmp" -p "$port" -n -M "$PROTOCOL" -c 1 -t "$2" \
 		--random-seed=1 -D nkeys=1000000 -f "$tmp/scripts/$1.sql" postgres \
 		>"$tmp/pgbench.log" 2>"$tmp/pgbench.err" ||
 		{ cat "$tmp/pgbench.log" "$tmp/pgbench.err" >&2; exit 1; }
-	grep -q "number of failed transactions: 0" "$tmp/pgbench.log" ||
+	grep -q "actually processed: $2/$2$" "$tmp/pgbench.log" ||
 		{ cat "$tmp/pgbench.log" >&2; exit 1; }
 	client=$(total_ir "$tmp/client.out")
-	# wait for both backends' files, complete (the totals line comes last)
-	for _ in $(seq 60); do
-		backend=0
-		n=0
-		for f in "$tmp"/cg/server.*; do
-			if [ ! -e "$f" ] || [ -n "${before[$f]:-}" ]; then continue; fi
-			ir_f=$(total_ir "$f")
-			[ -n "$ir_f" ] || continue
-			n=$((n + 1))
-			[ "$ir_f" -gt "$backend" ] && backend=$ir_f
-		done
-		[ "$n" -ge 2 ] && break
-		sleep 1
+	wait_for_files "$tmp/marker" 2
+	newest=""
+	for f in $(complete_files_since "$tmp/marker"); do
+		if [ -z "$newest" ] || [ "$f" -nt "$newest" ]; then newest=$f; fi
 	done
-	[ "$n" -ge 2 ] || { echo "callgrind-pgbench.sh: no counts from the backends of $1" >&2; exit 1; }
-	echo "$backend $client"
+	echo "$(total_ir "$newest") $client"
 }
+
+wait_for_files "$tmp/marker" 1 # psql's backend, before the first run's marker
 
 echo "pgbench -M $PROTOCOL, one client; instructions per transaction, ($N2 - $N1 transactions)"
 printf '%-10s %12s %12s\n' script backend pgbench
