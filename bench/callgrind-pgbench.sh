@@ -34,13 +34,7 @@ command -v valgrind >/dev/null || { echo "callgrind-pgbench.sh: valgrind is not 
 src=$(pwd)
 lf_install_packages
 lf_build_and_install
-check_installed() {
-	lf_installed_build_is "$src" || {
-		echo "callgrind-pgbench.sh: the installed lockfence.so is not the one built from $src" >&2
-		exit 1
-	}
-}
-check_installed
+lf_require_installed_build callgrind-pgbench.sh "$src"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockfence-cgpgbench.XXXXXX")
 [ "$(id -u)" -eq 0 ] && chown "$TEST_USER" "$tmp"
@@ -141,4 +135,4 @@ for s in "$@"; do
 	read -r b2 c2 <<<"$r2"
 	printf '%-10s %12d %12d\n' "$s" $(((b2 - b1) / (N2 - N1))) $(((c2 - c1) / (N2 - N1)))
 done
-check_installed
+lf_require_installed_build callgrind-pgbench.sh "$src"

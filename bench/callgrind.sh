@@ -20,14 +20,7 @@ command -v valgrind >/dev/null || { echo "callgrind.sh: valgrind is not installe
 src=$(pwd)
 lf_install_packages
 lf_build_and_install
-# another checkout may install its own lockfence meanwhile
-check_installed() {
-	lf_installed_build_is "$src" || {
-		echo "callgrind.sh: the installed lockfence.so is not the one built from $src" >&2
-		exit 1
-	}
-}
-check_installed
+lf_require_installed_build callgrind.sh "$src"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lockfence-callgrind.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -180,4 +173,4 @@ for s in \
 	b=$(ir "$s" "$N2")
 	printf '%-86s %9d\n' "$s" $(((b - a) / (N2 - N1)))
 done
-check_installed
+lf_require_installed_build callgrind.sh "$src"

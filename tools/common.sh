@@ -75,6 +75,16 @@ lf_bench_scripts_for_protocol() {
 	! grep -q '::text' "$1"/lf_*.sql "$1"/tbl_*.sql
 }
 
+# lf_require_installed_build TOOL SRC: exit, naming TOOL, unless the
+# installed lockfence.so is the one built in SRC (another checkout may have
+# installed its own meanwhile).
+lf_require_installed_build() {
+	lf_installed_build_is "$2" || {
+		echo "$1: the installed lockfence.so is not the one built from $2" >&2
+		exit 1
+	}
+}
+
 # Run a command as the server's user: PostgreSQL refuses to run as root.
 if [ "$(id -u)" -eq 0 ]; then
 	run_pg() { runuser -u "$TEST_USER" -- "$@"; }
