@@ -6,8 +6,8 @@
 # the cost of one transaction in the backend, and likewise in pgbench,
 # connection start-up and exit cancelling out.  Unlike bench/callgrind.sh
 # (a single-user backend, one statement at a time) this counts the
-# protocol's own work, for any of pgbench's query protocols.  About two
-# minutes:
+# protocol's own work, for any of pgbench's query protocols.  Under a
+# minute per protocol on the development VM:
 #
 #   ./bench/callgrind-pgbench.sh [SCRIPT...]
 #
