@@ -1069,12 +1069,12 @@ max_clients() { echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -n 1; }
 # the time under the fence trigger and its parts, and in every lookup of a
 # shared hash table (the buffer mapping's included); then, for lease mode,
 # the instructions the pin's samples fell on.
-PROFILE_SYMBOLS=${BENCH_PROFILE_SYMBOLS:-"lockfence_fence_check lockfence_pin_token lockfence_xact_callback hash_search_with_hash_value LWLockAcquire"}
+PROFILE_SYMBOLS=${BENCH_PROFILE_SYMBOLS:-"lockfence_fence_check lockfence_pin_token lockfence_xact_callback heap_lock_tuple hash_search_with_hash_value LWLockAcquire"}
 profile_fence() {
 	local c
 	c=$(max_clients)
 	heading "profile: fence scripts at $c clients, perf record -e cpu-clock -a -g, ${SECONDS_PER_RUN} s each"
-	profile_scripts "$c" "$PROFILE_SYMBOLS" "-D nrows=$NROWS -D tokbase=$1" fence_plain fence_mono fence_lease
+	profile_scripts "$c" "$PROFILE_SYMBOLS" "-D nrows=$NROWS -D tokbase=$1" fence_plain fence_noop fence_mono fence_lease
 	echo "  lease mode, the instructions most sampled under lockfence_pin_token (share of all samples;"
 	echo "  the two instructions before each, then the sampled one):"
 	stall_sites "$tmp/perf.fence_lease" lockfence_pin_token 5
