@@ -153,7 +153,7 @@ ir() {
 	sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/cg.out"
 }
 
-printf '%-86s %9s\n' statement "Ir/stmt"
+printf '%9s  %s\n' "Ir/stmt" statement
 for s in \
 	"SELECT 1;" \
 	"SELECT pg_advisory_lock(@), pg_advisory_unlock(@);" \
@@ -171,6 +171,6 @@ for s in \
 	"UPDATE acct_plafter SET balance = balance + 1, fence_token = fence_token WHERE id = @; -- PL/pgSQL AFTER, RETURN NULL"; do
 	a=$(ir "$s" "$N1")
 	b=$(ir "$s" "$N2")
-	printf '%-86s %9d\n' "$s" $(((b - a) / (N2 - N1)))
+	printf '%9d  %s\n' $(((b - a) / (N2 - N1))) "$s"
 done
 lf_require_installed_build callgrind.sh "$src"
