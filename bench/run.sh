@@ -1065,10 +1065,12 @@ profile_scripts() {
 
 max_clients() { echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -n 1; }
 
-# profile_fence TOKBASE: the fence scripts at the largest client count:
-# the time under the fence trigger and its parts, and in every lookup of a
-# shared hash table (the buffer mapping's included); then, for lease mode,
-# the instructions the pin's samples fell on.
+# profile_fence TOKBASE: the fence scripts, and the do-nothing trigger's,
+# at the largest client count: the time under the fence trigger and its
+# parts, under the row lock PostgreSQL takes before any BEFORE ROW UPDATE
+# trigger, and in every lookup of a shared hash table (the buffer
+# mapping's included); then, for lease mode, the instructions the pin's
+# samples fell on.
 PROFILE_SYMBOLS=${BENCH_PROFILE_SYMBOLS:-"lockfence_fence_check lockfence_pin_token lockfence_xact_callback heap_lock_tuple hash_search_with_hash_value LWLockAcquire"}
 profile_fence() {
 	local c
