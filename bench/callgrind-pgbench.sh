@@ -25,10 +25,7 @@ bindir=$(lf_bindir)
 N1=${CG_N1:-300}
 N2=${CG_N2:-1300}
 PROTOCOL=${BENCH_PROTOCOL:-prepared}
-[[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || {
-	echo "callgrind-pgbench.sh: BENCH_PROTOCOL is simple, extended or prepared, not '$PROTOCOL'" >&2
-	exit 2
-}
+lf_require_bench_protocol callgrind-pgbench.sh "$PROTOCOL"
 [ $# -gt 0 ] || set -- select1 adv_2rt lf_2rt adv_1rt lf_1rt adv_try lf_try
 command -v valgrind >/dev/null || { echo "callgrind-pgbench.sh: valgrind is not installed" >&2; exit 1; }
 src=$(pwd)

@@ -95,7 +95,7 @@ HUGE_PAGES=${BENCH_HUGE_PAGES:-auto}
 PROTOCOL=${BENCH_PROTOCOL:-prepared}
 MAX_LOCKS=1100000 # lockfence.max_locks: 1,000,000 random keys fit
 
-[[ $PROTOCOL =~ ^(simple|extended|prepared)$ ]] || { echo "bench: BENCH_PROTOCOL is simple, extended or prepared, not '$PROTOCOL'" >&2; exit 2; }
+lf_require_bench_protocol bench "$PROTOCOL"
 [[ $HUGE_PAGES =~ ^(auto|off)$ ]] || { echo "bench: BENCH_HUGE_PAGES is auto or off, not '$HUGE_PAGES'" >&2; exit 2; }
 [[ $WAIT_IDLE =~ ^[0-9]+$ ]] || { echo "bench: BENCH_WAIT_IDLE must be a number of seconds" >&2; exit 2; }
 for v in SECONDS_PER_RUN RUNS NKEYS NROWS INPROC_N HANDOFF_N; do

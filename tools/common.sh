@@ -62,6 +62,15 @@ lf_installed_build_is() {
 	cmp -s "$1/lockfence.so" "$("$PG_CONFIG" --pkglibdir)/lockfence.so"
 }
 
+# lf_require_bench_protocol TOOL PROTOCOL: exit 2, naming TOOL, unless
+# PROTOCOL is one of pgbench's query protocols (BENCH_PROTOCOL).
+lf_require_bench_protocol() {
+	[[ $2 =~ ^(simple|extended|prepared)$ ]] || {
+		echo "$1: BENCH_PROTOCOL is simple, extended or prepared, not '$2'" >&2
+		exit 2
+	}
+}
+
 # lf_bench_scripts_for_protocol DIR PROTOCOL: adapt the bench's lock scripts
 # copied into DIR to pgbench's query protocol.  With the simple protocol
 # pgbench pastes a variable's value into the statement's text, so the text
