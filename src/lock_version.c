@@ -1,35 +1,65 @@
 /*-------------------------------------------------------------------------
  *
  * lock_version.c
- *	  Optimistic locking: the lock_version trigger (Rails' StaleObjectError).
+ *	  Optimistic locking: the lock_version trigger.
  *
- *	  CREATE TRIGGER ... BEFORE UPDATE ON tbl FOR EACH ROW
- *	    EXECUTE FUNCTION lockfence.lock_version_check([version_column]);
+ *	  CREATE TRIGGER ... BEFORE INSERT OR UPDATE ON tbl FOR EACH ROW
+ *	    EXECUTE FUNCTION lockfence.lock_version_check([column [, mode]]);
  *
- * The client sends the version it read:
- *	  UPDATE accounts SET balance = 900, lock_version = 4 WHERE id = 1;
- * If that differs from the row's current version the update fails with
- * SQLSTATE 40001 (reload and retry); otherwise the trigger stores version + 1.
- * An UPDATE that does not mention the column carries the current version, so
- * it passes and increments too.  Like every BEFORE ROW trigger this sees the
- * latest row version, so of two concurrent updates carrying the same read
- * version exactly one wins.
+ * Two protocols are accepted on one table at once:
  *
- * Fired on INSERT as well, it starts a missing version at 0.
+ *	  the version read	 UPDATE t SET ..., lock_version = 4 WHERE id = 1;
+ *						 accepted while the row's version is 4; stores 5.
+ *	  the next version	 UPDATE t SET ..., lock_version = 5
+ *						   WHERE id = 1 AND lock_version = 4;
+ *						 what Rails, SQLAlchemy and Hibernate send; accepted
+ *						 while the row's version is 4 and stored as sent, so
+ *						 the ORM's object and the row agree.
+ *
+ * Any other version fails with SQLSTATE 40001.  A NULL version in the row
+ * (a row from before versioning) counts as 0.  A version at its type's
+ * maximum is not wrapped around: a wrapped value would repeat one that a
+ * stale reader may still hold.
+ *
+ * An UPDATE that does not set the column takes no part, as in the ORMs
+ * (Rails' update_columns, SQLAlchemy's bulk updates): the version is left
+ * alone.  Mode 'every_update' makes every UPDATE take part instead: one that
+ * does not set the column counts as sending the version read, and bumps it.
+ * The statement's SET list comes from tg_updatedcols; a version changed by an
+ * earlier BEFORE trigger counts as set too.
+ *
+ * Like every BEFORE ROW trigger this sees the latest row version (after the
+ * EvalPlanQual recheck of the statement's WHERE clause), so of two
+ * concurrent updates carrying the same version exactly one wins.
+ *
+ * Fired on INSERT, the trigger starts a missing version at 0 and keeps an
+ * explicit one.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/sysattr.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/bitmapset.h"
+#include "utils/acl.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 
 #include "lockfence.h"
 
 PG_FUNCTION_INFO_V1(lockfence_lock_version_check);
+
+/* Which UPDATEs the trigger checks (its second argument). */
+typedef enum VersionMode
+{
+	VERSION_WHEN_SET,			/* only those that set the column (default) */
+	VERSION_EVERY_UPDATE		/* all; an unset column is the version read */
+} VersionMode;
 
 static int64
 version_value(Datum value, Oid type)
@@ -73,6 +103,48 @@ version_max(Oid type)
 	}
 }
 
+/*
+ * May the current user see the version column's values?  As PostgreSQL does
+ * for the row in a constraint violation's detail: not under row-level
+ * security, and only with SELECT on the table or the column.
+ */
+static bool
+version_visible(Relation rel, int attnum)
+{
+	Oid			relid = RelationGetRelid(rel);
+
+	if (check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED)
+		return false;
+	return pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK ||
+		pg_attribute_aclcheck(relid, attnum, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
+}
+
+static void
+report_stale_version(Relation rel, int attnum, const char *colname,
+					 bool new_isnull, int64 new_version, bool old_isnull,
+					 int64 old_version)
+{
+	bool		visible = version_visible(rel, attnum);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("row in relation \"%s\" was changed by another transaction",
+					RelationGetRelationName(rel)),
+			 !visible ?
+			 errdetail("The update carries a value of column \"%s\" that is neither the row's current version nor the next one.",
+					   colname) :
+			 new_isnull ?
+			 errdetail("The update sets column \"%s\" to null, but the row's current version is " INT64_FORMAT ".",
+					   colname, old_version) :
+			 old_isnull ?
+			 errdetail("The update sets column \"%s\" to " INT64_FORMAT ", but the row's version is null, which counts as 0.",
+					   colname, new_version) :
+			 errdetail("The update sets column \"%s\" to " INT64_FORMAT ", but the row's current version is " INT64_FORMAT ".",
+					   colname, new_version, old_version),
+			 errhint("Reload the row and retry.  An update carries the version it read, or that version plus one."),
+			 errtablecol(rel, attnum)));
+}
+
 Datum
 lockfence_lock_version_check(PG_FUNCTION_ARGS)
 {
@@ -81,12 +153,19 @@ lockfence_lock_version_check(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	tupdesc;
 	const char *colname;
+	VersionMode mode = VERSION_WHEN_SET;
 	int			attnum;
+	Form_pg_attribute attr;
 	Oid			type;
 	HeapTuple	newtuple;
-	Datum		value;
-	bool		isnull;
-	int64		new_version = 0;
+	Datum		new_value;
+	bool		new_isnull;
+	Datum		old_value;
+	bool		old_isnull;
+	int64		new_version;
+	int64		old_version;
+	int64		stored_version;
+	bool		set_by_statement;
 	Datum		replacement;
 	bool		replace_null = false;
 
@@ -107,76 +186,93 @@ lockfence_lock_version_check(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" on relation \"%s\" must be a BEFORE UPDATE (or INSERT) ... FOR EACH ROW trigger",
 						trigger->tgname, RelationGetRelationName(rel))));
-	if (trigger->tgnargs > 1)
+	if (trigger->tgnargs > 2)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" on relation \"%s\" has %d arguments",
 						trigger->tgname, RelationGetRelationName(rel),
 						trigger->tgnargs),
-				 errhint("lockfence.lock_version_check() takes at most one argument, the version column.")));
+				 errhint("lockfence.lock_version_check() takes at most two arguments, the version column and the mode.")));
+	if (trigger->tgnargs == 2)
+	{
+		if (strcmp(trigger->tgargs[1], "every_update") == 0)
+			mode = VERSION_EVERY_UPDATE;
+		else if (strcmp(trigger->tgargs[1], "when_set") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+					 errmsg("trigger \"%s\" on relation \"%s\" has an unknown mode \"%s\"",
+							trigger->tgname, RelationGetRelationName(rel),
+							trigger->tgargs[1]),
+					 errhint("The mode of lockfence.lock_version_check() is \"when_set\" or \"every_update\".")));
+	}
 
-	colname = trigger->tgnargs == 1 ? trigger->tgargs[0] : "lock_version";
+	colname = trigger->tgnargs >= 1 ? trigger->tgargs[0] : "lock_version";
 	attnum = SPI_fnumber(tupdesc, colname);
 	if (attnum <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of relation \"%s\" does not exist",
 						colname, RelationGetRelationName(rel)),
-				 errhint("Check the arguments of trigger using lockfence.lock_version_check().")));
-	type = TupleDescAttr(tupdesc, attnum - 1)->atttypid;
+				 errhint("Check the arguments of trigger \"%s\".", trigger->tgname)));
+	attr = TupleDescAttr(tupdesc, attnum - 1);
+	type = attr->atttypid;
 	if (type != INT2OID && type != INT4OID && type != INT8OID)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("version column \"%s\" of relation \"%s\" must be of type smallint, integer or bigint",
 						colname, RelationGetRelationName(rel))));
+	if (attr->attgenerated)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("version column \"%s\" of relation \"%s\" must not be a generated column",
+						colname, RelationGetRelationName(rel))));
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
 		newtuple = trigdata->tg_trigtuple;
-		(void) heap_getattr(newtuple, attnum, tupdesc, &isnull);
-		if (!isnull)
+		(void) heap_getattr(newtuple, attnum, tupdesc, &new_isnull);
+		if (!new_isnull)
 			return PointerGetDatum(newtuple);
-		new_version = 0;
+		stored_version = 0;
 	}
 	else
 	{
-		Datum		old_value;
-		bool		old_isnull;
-
 		newtuple = trigdata->tg_newtuple;
-		value = heap_getattr(newtuple, attnum, tupdesc, &isnull);
+		new_value = heap_getattr(newtuple, attnum, tupdesc, &new_isnull);
 		old_value = heap_getattr(trigdata->tg_trigtuple, attnum, tupdesc,
 								 &old_isnull);
+		new_version = new_isnull ? 0 : version_value(new_value, type);
+		old_version = old_isnull ? 0 : version_value(old_value, type);
 
-		if (isnull != old_isnull ||
-			(!isnull && version_value(value, type) != version_value(old_value, type)))
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("row in relation \"%s\" was changed by another transaction",
-							RelationGetRelationName(rel)),
-					 isnull ?
-					 errdetail("The update carries no %s, but the row's current %s is " INT64_FORMAT ".",
-							   colname, colname, version_value(old_value, type)) :
-					 old_isnull ?
-					 errdetail("The update carries %s " INT64_FORMAT ", but the row has no %s.",
-							   colname, version_value(value, type), colname) :
-					 errdetail("The update carries %s " INT64_FORMAT ", but the row's current %s is " INT64_FORMAT ".",
-							   colname, version_value(value, type),
-							   colname, version_value(old_value, type)),
-					 errhint("Reload the row and retry."),
-					 errtablecol(rel, attnum)));
+		set_by_statement =
+			bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber,
+						  trigdata->tg_updatedcols) ||
+			new_isnull != old_isnull || new_version != old_version;
+		if (!set_by_statement && mode == VERSION_WHEN_SET)
+			return PointerGetDatum(newtuple);
 
-		/* a row from before versioning starts at 1 */
-		new_version = isnull ? 1 : version_value(old_value, type) + 1;
-		if (!isnull && version_value(old_value, type) >= version_max(type))
+		/* no wrap-around: every participating update needs a next version */
+		if (old_version >= version_max(type))
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("%s of a row in relation \"%s\" is out of range",
+					 errmsg("version column \"%s\" of a row in relation \"%s\" has reached the largest value of its type",
 							colname, RelationGetRelationName(rel)),
+					 errhint("Widen the column, for example with ALTER TABLE ... ALTER COLUMN ... TYPE bigint."),
 					 errtablecol(rel, attnum)));
+
+		if (new_isnull ? old_isnull : new_version == old_version)
+			stored_version = old_version + 1;	/* the version read */
+		else if (!new_isnull && new_version == old_version + 1)
+			return PointerGetDatum(newtuple);	/* the next version */
+		else
+		{
+			report_stale_version(rel, attnum, colname, new_isnull,
+								 new_version, old_isnull, old_version);
+			pg_unreachable();
+		}
 	}
 
-	replacement = version_datum(new_version, type);
+	replacement = version_datum(stored_version, type);
 	return PointerGetDatum(heap_modify_tuple_by_cols(newtuple, tupdesc, 1,
 													 &attnum, &replacement,
 													 &replace_null));

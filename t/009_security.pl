@@ -87,7 +87,7 @@ $node->safe_psql('postgres', $hostile . q{
 		t := lockfence.acquire('account:1', '1 min', '1 s');
 		PERFORM lockfence.renew('account:1', t, '2 min');
 		PERFORM lockfence.is_held('account:1', t);
-		UPDATE public.accounts SET balance = 90, fence_token = t WHERE id OPERATOR(pg_catalog.=) 1;
+		UPDATE public.accounts SET balance = 90, fence_token = t, lock_version = 0 WHERE id OPERATOR(pg_catalog.=) 1;
 		PERFORM lockfence.pin('account:1', t);
 		PERFORM lockfence.release('account:1', t);
 		t2 := lockfence.try_acquire_session('account:2', '1 min');
