@@ -113,7 +113,8 @@ CREATE TABLE items (id int PRIMARY KEY, stock int NOT NULL);
 CREATE TABLE orders (id bigserial PRIMARY KEY, item_id int NOT NULL);
 INSERT INTO items VALUES (1, 5), (2, 5), (3, 5);
 
--- b. the ATM: one account per run (1: unprotected, 2: lock_row, 3: lock_version)
+-- b. the ATM: one account per run (1: unprotected, 2: lock_row, 3 and 4:
+--    lock_version, sending the version read and the ORMs' next version)
 CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL,
                        lock_version int NOT NULL DEFAULT 0);
 CREATE TABLE accounts_versioned (LIKE accounts INCLUDING ALL);
@@ -122,7 +123,16 @@ CREATE TRIGGER accounts_version BEFORE UPDATE ON accounts_versioned
 CREATE TABLE withdrawals (id bigserial PRIMARY KEY, account_id int NOT NULL,
                           amount int NOT NULL);
 INSERT INTO accounts (id, balance) VALUES (1, 1000), (2, 1000);
-INSERT INTO accounts_versioned (id, balance) VALUES (3, 1000);
+INSERT INTO accounts_versioned (id, balance) VALUES (3, 1000), (4, 1000);
+-- what an ORM does when its UPDATE ... WHERE lock_version = n matched no
+-- row: raise its stale-object error, which the application retries
+CREATE FUNCTION stale_object_unless_updated(updated bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF updated <> 1 THEN
+        RAISE EXCEPTION 'stale object: the update matched no row' USING ERRCODE = '40001';
+    END IF;
+END $$;
 
 -- c. write skew: the balance is the sum of an append-only table
 --    (account 1: unprotected, 2: acquire_xact, 3: fence trigger in lease mode)
@@ -268,6 +278,25 @@ COMMIT;
 EOF
 bench b_lock_version 20 --max-tries=100
 check_atm "lock_version trigger + retry" protected 3 accounts_versioned
+
+say "the same trigger with the statement Rails, SQLAlchemy and Hibernate send: the"
+say "next version, and the version read in the WHERE clause; an UPDATE that matched"
+say "no row is the ORM's stale-object error (here raised as 40001), and it retries"
+script b_lock_version_orm <<EOF
+SELECT balance, lock_version FROM accounts_versioned WHERE id = 4 \\gset
+\\if :balance >= 100
+\\sleep $RACE_SLEEP
+BEGIN;
+WITH updated AS (
+    UPDATE accounts_versioned SET balance = :balance - 100, lock_version = :lock_version + 1
+    WHERE id = 4 AND lock_version = :lock_version RETURNING id)
+SELECT stale_object_unless_updated((SELECT count(*) FROM updated));
+INSERT INTO withdrawals (account_id, amount) VALUES (4, 100);
+COMMIT;
+\\endif
+EOF
+bench b_lock_version_orm 20 --max-tries=100
+check_atm "lock_version trigger, ORM statement + retry" protected 4 accounts_versioned
 
 #---- c. Write skew with an append-only operations table ----
 
