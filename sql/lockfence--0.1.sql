@@ -204,7 +204,7 @@ AS 'MODULE_PATHNAME', 'lockfence_lock_version_check'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 COMMENT ON FUNCTION lockfence.lock_version_check() IS
-'BEFORE UPDATE row trigger: optimistic locking on a lock_version column (SQLSTATE 40001 when stale)';
+'BEFORE INSERT OR UPDATE row trigger: optimistic locking on a version column; an UPDATE sends the version read or the next one (SQLSTATE 40001 otherwise)';
 
 GRANT USAGE ON SCHEMA lockfence TO PUBLIC;
 GRANT SELECT ON lockfence.locks TO PUBLIC;
