@@ -59,6 +59,7 @@ typedef struct PinnedLease
 	LockfenceEntry *entry;		/* the pinned entry, which cannot move */
 	uint32		hashcode;
 	uint64		token;
+	Oid			holder_role;	/* the lease's role, which cannot change */
 } PinnedLease;
 
 typedef struct PinIndexEntry
@@ -172,7 +173,8 @@ release_remembered(bool session_too, SubTransactionId only_subid)
 		if ((h->scope == LF_SCOPE_XACT || session_too) &&
 			(only_subid == InvalidSubTransactionId || h->subid == only_subid))
 		{
-			(void) lockfence_release_token(&h->key, h->hashcode, h->token, true);
+			(void) lockfence_release_token(&h->key, h->hashcode, h->token, true,
+										   NULL);
 			held[i] = held[--nheld];
 		}
 		else
@@ -189,7 +191,7 @@ prune_remembered(void)
 	while (i < nheld)
 	{
 		if (lockfence_token_is_held(&held[i].key, held[i].hashcode,
-									held[i].token))
+									held[i].token, NULL))
 			i++;
 		else
 			held[i] = held[--nheld];
@@ -358,7 +360,8 @@ lockfence_pinned_token(const LockfenceKey *key, uint32 hashcode,
  */
 bool
 lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
-					   uint64 token, uint64 *holder_token)
+					   uint64 token, LockfenceCaller *caller,
+					   uint64 *holder_token, Oid *holder_role)
 {
 	PinnedLease *pin = find_pin(key, hashcode);
 	PinIndexEntry *ie = NULL;
@@ -366,9 +369,19 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 
 	if (pin != NULL)
 	{
-		/* a pinned lease cannot change hands, so only its token matches */
+		/*
+		 * A pinned lease cannot change hands, so only its token matches; the
+		 * current user may have changed since it was pinned, though.
+		 */
 		*holder_token = pin->token;
-		return pin->token == token;
+		*holder_role = pin->holder_role;
+		if (pin->token != token)
+			return false;
+		if (pin->holder_role == caller->role ||
+			pin->holder_role == caller->trusted_role)
+			return true;
+		caller->undecided_role = pin->holder_role;
+		return false;
 	}
 
 	/* allocate before pinning, so that remembering the pin cannot fail */
@@ -378,7 +391,8 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 		ie = hash_search_with_hash_value(pin_index, key, hashcode, HASH_ENTER,
 										 NULL);
 
-	entry = lockfence_pin_token(key, hashcode, token, holder_token);
+	entry = lockfence_pin_token(key, hashcode, token, caller, holder_token,
+								holder_role);
 	if (entry == NULL)
 	{
 		if (ie != NULL)
@@ -390,6 +404,7 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 	pin->entry = entry;
 	pin->hashcode = hashcode;
 	pin->token = token;
+	pin->holder_role = *holder_role;	/* fixed while pinned */
 	if (ie != NULL)
 		ie->pin = npins;
 	npins++;

@@ -87,18 +87,29 @@ lockfence_check_name_length(int len)
 
 /*
  * Pin token's lease for this transaction, or raise LF001.  rel names the
- * table being written, or is NULL for lockfence.pin().
+ * table being written, or is NULL for lockfence.pin().  The detail names the
+ * holder's token only to roles that may see it in lockfence.locks.
  */
 void
 lockfence_fence_token(const LockfenceKey *key, uint32 hashcode, int64 token,
 					  Relation rel)
 {
 	uint64		holder = 0;
+	Oid			holder_role = InvalidOid;
+	LockfenceCaller caller;
+	bool		pinned = false;
 
 	/* a token that is not positive was never handed out */
-	if (token > 0 && lockfence_pin_for_xact(key, hashcode, (uint64) token,
-											&holder))
-		return;
+	if (token > 0)
+	{
+		lockfence_caller_init(&caller);
+		do
+			pinned = lockfence_pin_for_xact(key, hashcode, (uint64) token,
+											&caller, &holder, &holder_role);
+		while (!pinned && lockfence_caller_admits(&caller));
+		if (pinned)
+			return;
+	}
 
 	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
 	ereport(ERROR,
@@ -106,10 +117,16 @@ lockfence_fence_token(const LockfenceKey *key, uint32 hashcode, int64 token,
 			 rel ? errmsg("stale fence token for lock \"%s\" in relation \"%s\"",
 						  key->name, RelationGetRelationName(rel)) :
 			 errmsg("stale fence token for lock \"%s\"", key->name),
-			 holder != 0 ?
+			 token <= 0 ?
+			 errdetail("Token " INT64_FORMAT " was never handed out: fence tokens are positive.",
+					   token) :
+			 holder == 0 ?
+			 errdetail("Token " INT64_FORMAT " does not hold the lock; the lock is not held.",
+					   token) :
+			 lockfence_may_act_for(holder_role) ?
 			 errdetail("Token " INT64_FORMAT " does not hold the lock; the current holder's token is " INT64_FORMAT ".",
 					   token, (int64) holder) :
-			 errdetail("Token " INT64_FORMAT " does not hold the lock; the lock is not held.",
+			 errdetail("Token " INT64_FORMAT " does not hold the lock; a lease of another role holds it.",
 					   token),
 			 rel ? errtable(rel) : 0));
 }

@@ -45,12 +45,28 @@ lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now)
 	return now < entry->expires_at;
 }
 
-/* token is the live holder, and no release is pending. */
+/*
+ * May caller act on a lease held by holder_role?  Decides only what needs no
+ * catalog access (see LockfenceCaller); partition lock held.
+ */
 static bool
-entry_held_by(const LockfenceEntry *entry, uint64 token, TimestampTz now)
+caller_may_act(LockfenceCaller *caller, Oid holder_role)
+{
+	if (caller == NULL || holder_role == caller->role ||
+		holder_role == caller->trusted_role)
+		return true;
+	caller->undecided_role = holder_role;
+	return false;
+}
+
+/* token is the live holder, no release is pending, and caller may use it. */
+static bool
+entry_held_by(const LockfenceEntry *entry, uint64 token, TimestampTz now,
+			  LockfenceCaller *caller)
 {
 	return entry != NULL && entry->token == token &&
-		!entry->release_pending && lockfence_entry_is_live(entry, now);
+		!entry->release_pending && lockfence_entry_is_live(entry, now) &&
+		caller_may_act(caller, entry->holder_role);
 }
 
 /*
@@ -334,7 +350,8 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
  */
 bool
 lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
-						uint64 token, bool from_xact_end)
+						uint64 token, bool from_xact_end,
+						LockfenceCaller *caller)
 {
 	LWLock	   *lock = lockfence_partition_lock(hashcode);
 	int			wake[MAX_WAKE_PER_FREE];
@@ -358,6 +375,10 @@ lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 		else if (entry->release_pending)
 		{
 			/* released already; it only waits for its pins to drop */
+		}
+		else if (!caller_may_act(caller, entry->holder_role))
+		{
+			/* another role's lease: as if the token were wrong */
 		}
 		else if (entry->scope == LF_SCOPE_XACT && !from_xact_end)
 		{
@@ -385,7 +406,7 @@ lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 /* Extend the lease of token's lock to now + lease_us. */
 bool
 lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
-					  uint64 token, int64 lease_us)
+					  uint64 token, int64 lease_us, LockfenceCaller *caller)
 {
 	LWLock	   *lock = lockfence_partition_lock(hashcode);
 	int			wake[MAX_WAKE_PER_FREE];
@@ -408,6 +429,10 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 		else if (entry->release_pending)
 		{
 			/* released already: too late to renew */
+		}
+		else if (!caller_may_act(caller, entry->holder_role))
+		{
+			/* another role's lease: as if the token were wrong */
 		}
 		else if (entry->scope == LF_SCOPE_XACT)
 		{
@@ -436,7 +461,8 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 }
 
 bool
-lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode, uint64 token)
+lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode, uint64 token,
+						LockfenceCaller *caller)
 {
 	LWLock	   *lock = lockfence_partition_lock(hashcode);
 	LockfenceEntry *entry;
@@ -445,7 +471,7 @@ lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode, uint64 token)
 	LWLockAcquire(lock, LW_SHARED);
 	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
 										HASH_FIND, NULL);
-	held = entry_held_by(entry, token, GetCurrentTimestamp());
+	held = entry_held_by(entry, token, GetCurrentTimestamp(), caller);
 	LWLockRelease(lock);
 	return held;
 }
@@ -487,11 +513,13 @@ lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode)
  * Pin token's lease for a writing transaction: from now until the matching
  * lockfence_unpin_entry() it cannot expire, pass to anyone else or be freed,
  * so the entry stays where it is.  Returns the entry, or NULL when token is
- * not the live holder; *holder_token is then the live holder's token, or 0.
+ * not the live holder or caller may not use it.  *holder_token and
+ * *holder_role are the live holder's, or 0 and InvalidOid when it is free.
  */
 LockfenceEntry *
 lockfence_pin_token(const LockfenceKey *key, uint32 hashcode, uint64 token,
-					uint64 *holder_token)
+					LockfenceCaller *caller, uint64 *holder_token,
+					Oid *holder_role)
 {
 	LWLock	   *lock = lockfence_partition_lock(hashcode);
 	int			wake[MAX_WAKE_PER_FREE];
@@ -504,16 +532,24 @@ lockfence_pin_token(const LockfenceKey *key, uint32 hashcode, uint64 token,
 	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
 										HASH_FIND, NULL);
 	now = GetCurrentTimestamp();
-	pinned = entry_held_by(entry, token, now);
+	pinned = entry_held_by(entry, token, now, caller);
 	if (pinned)
+	{
 		entry->pins++;
+		*holder_token = token;
+		*holder_role = entry->holder_role;
+	}
 	else
 	{
 		*holder_token = 0;
+		*holder_role = InvalidOid;
 		if (entry != NULL && lockfence_entry_is_live(entry, now))
 		{
 			if (!entry->release_pending)
+			{
 				*holder_token = entry->token;
+				*holder_role = entry->holder_role;
+			}
 		}
 		else if (entry != NULL)
 		{

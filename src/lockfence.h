@@ -201,6 +201,23 @@ extern void lockfence_report_role_quota(Oid role);
 extern void lockfence_token_prepare(void);
 extern uint64 lockfence_token_next(void);
 
+/*
+ * Who presents a token.  A lease belongs to the role that took it; roles
+ * with that role's privileges (pg_has_role(..., 'USAGE')) and the admin may
+ * act on it too, and nobody else: to any other role a token behaves as a
+ * wrong one.  Membership is read from the catalogs, which must not happen
+ * under a partition lock, so the lock table accepts only role and
+ * trusted_role, and reports any other holder's role in undecided_role; the
+ * caller decides it with lockfence_caller_admits() and retries.  A NULL
+ * caller is this backend's own bookkeeping, which may act on every lease.
+ */
+typedef struct LockfenceCaller
+{
+	Oid			role;			/* GetUserId() when the call began */
+	Oid			trusted_role;	/* another role the caller may act for */
+	Oid			undecided_role; /* out: a holder's role not yet decided */
+} LockfenceCaller;
+
 /* lock_table.c */
 typedef enum LockfenceAttempt
 {
@@ -217,15 +234,19 @@ extern LockfenceAttempt lockfence_try_grant(const LockfenceKey *key, uint32 hash
 											bool queue_if_busy, TimestampTz deadline,
 											uint64 *token, TimestampTz *wake_at);
 extern bool lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
-									uint64 token, bool from_xact_end);
+									uint64 token, bool from_xact_end,
+									LockfenceCaller *caller);
 extern bool lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
-								  uint64 token, int64 lease_us);
+								  uint64 token, int64 lease_us,
+								  LockfenceCaller *caller);
 extern bool lockfence_token_is_held(const LockfenceKey *key, uint32 hashcode,
-									uint64 token);
+									uint64 token, LockfenceCaller *caller);
 extern bool lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode);
 extern LockfenceEntry *lockfence_pin_token(const LockfenceKey *key,
 										   uint32 hashcode, uint64 token,
-										   uint64 *holder_token);
+										   LockfenceCaller *caller,
+										   uint64 *holder_token,
+										   Oid *holder_role);
 extern void lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode,
 								  uint64 token);
 extern bool lockfence_entry_is_live(const LockfenceEntry *entry, TimestampTz now);
@@ -255,10 +276,14 @@ extern void lockfence_forget(uint64 token);
 extern bool lockfence_pinned_token(const LockfenceKey *key, uint32 hashcode,
 								   uint64 *token);
 extern bool lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
-								   uint64 token, uint64 *holder_token);
+								   uint64 token, LockfenceCaller *caller,
+								   uint64 *holder_token, Oid *holder_role);
 
 /* sql_api.c */
 extern bool lockfence_is_admin(void);
+extern bool lockfence_may_act_for(Oid role);
+extern void lockfence_caller_init(LockfenceCaller *caller);
+extern bool lockfence_caller_admits(LockfenceCaller *caller);
 extern int64 lockfence_timeout_usecs(const Interval *span);
 
 /* fence_check.c */

@@ -44,6 +44,44 @@ lockfence_is_admin(void)
 		(OidIsValid(admin_role) && has_privs_of_role(GetUserId(), admin_role));
 }
 
+/*
+ * May the current user act on, and see the token of, a lease held by role?
+ * The same rule as the token column of lockfence.locks.
+ */
+bool
+lockfence_may_act_for(Oid role)
+{
+	return role == GetUserId() || has_privs_of_role(GetUserId(), role) ||
+		lockfence_is_admin();
+}
+
+void
+lockfence_caller_init(LockfenceCaller *caller)
+{
+	caller->role = GetUserId();
+	caller->trusted_role = InvalidOid;
+	caller->undecided_role = InvalidOid;
+}
+
+/*
+ * After a lock-table call answered no: if it met a holder's role that it
+ * could not decide and the caller may act for that role, trust the role and
+ * return true, so that the call is made once more.  Tokens are never reused,
+ * so the second call meets the same role or none.
+ */
+bool
+lockfence_caller_admits(LockfenceCaller *caller)
+{
+	Oid			role = caller->undecided_role;
+
+	caller->undecided_role = InvalidOid;
+	if (!OidIsValid(role) || role == caller->trusted_role ||
+		!lockfence_may_act_for(role))
+		return false;
+	caller->trusted_role = role;
+	return true;
+}
+
 /*---- Argument checks ----*/
 
 static void
@@ -320,13 +358,19 @@ lockfence_release(PG_FUNCTION_ARGS)
 	uint32		hashcode;
 	uint64		token;
 	bool		released;
+	LockfenceCaller caller;
 
 	lockfence_check_loaded();
 	get_lock_key(fcinfo, 0, &key, &hashcode);
 	token = get_token(fcinfo, 1);
 
-	released = lockfence_release_token(&key, hashcode, token, false);
-	lockfence_forget(token);
+	lockfence_caller_init(&caller);
+	do
+		released = lockfence_release_token(&key, hashcode, token, false,
+										   &caller);
+	while (!released && lockfence_caller_admits(&caller));
+	if (released)
+		lockfence_forget(token);
 	PG_RETURN_BOOL(released);
 }
 
@@ -338,13 +382,20 @@ lockfence_renew(PG_FUNCTION_ARGS)
 	uint32		hashcode;
 	uint64		token;
 	int64		lease_us;
+	bool		renewed;
+	LockfenceCaller caller;
 
 	lockfence_check_loaded();
 	get_lock_key(fcinfo, 0, &key, &hashcode);
 	token = get_token(fcinfo, 1);
 	lease_us = get_lease_usecs(fcinfo, 2);
 
-	PG_RETURN_BOOL(lockfence_renew_token(&key, hashcode, token, lease_us));
+	lockfence_caller_init(&caller);
+	do
+		renewed = lockfence_renew_token(&key, hashcode, token, lease_us,
+										&caller);
+	while (!renewed && lockfence_caller_admits(&caller));
+	PG_RETURN_BOOL(renewed);
 }
 
 /* is_held(name, token) */
@@ -354,12 +405,18 @@ lockfence_is_held(PG_FUNCTION_ARGS)
 	LockfenceKey key;
 	uint32		hashcode;
 	uint64		token;
+	bool		held;
+	LockfenceCaller caller;
 
 	lockfence_check_loaded();
 	get_lock_key(fcinfo, 0, &key, &hashcode);
 	token = get_token(fcinfo, 1);
 
-	PG_RETURN_BOOL(lockfence_token_is_held(&key, hashcode, token));
+	lockfence_caller_init(&caller);
+	do
+		held = lockfence_token_is_held(&key, hashcode, token, &caller);
+	while (!held && lockfence_caller_admits(&caller));
+	PG_RETURN_BOOL(held);
 }
 
 /* force_release(name): superusers and members of lockfence_admin only */
