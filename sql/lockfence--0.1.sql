@@ -7,6 +7,37 @@
  * nothing here depends on search_path at install or call time.
  */
 
+-- The control file names schema lockfence, which CREATE EXTENSION creates,
+-- owned by the superuser who runs it, unless it exists already.  A schema
+-- that someone else made first (a database owner, say) could hold objects
+-- that capture calls to ours, and its owner could drop ours with it: refuse
+-- to install into a schema that a superuser did not make, or that is not
+-- empty.
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace AS n
+                   JOIN pg_catalog.pg_roles AS r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+                   WHERE n.nspname OPERATOR(pg_catalog.=) 'lockfence' AND r.rolsuper) THEN
+        RAISE EXCEPTION 'schema "lockfence" is not owned by a superuser'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Another role created the schema before lockfence was installed; it could capture or drop lockfence''s objects.',
+                  HINT = 'Drop schema lockfence and run CREATE EXTENSION lockfence again.';
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_class
+               WHERE relnamespace OPERATOR(pg_catalog.=) 'lockfence'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT FROM pg_catalog.pg_proc
+                  WHERE pronamespace OPERATOR(pg_catalog.=) 'lockfence'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT FROM pg_catalog.pg_type
+                  WHERE typnamespace OPERATOR(pg_catalog.=) 'lockfence'::pg_catalog.regnamespace)
+       OR EXISTS (SELECT FROM pg_catalog.pg_operator
+                  WHERE oprnamespace OPERATOR(pg_catalog.=) 'lockfence'::pg_catalog.regnamespace) THEN
+        RAISE EXCEPTION 'schema "lockfence" is not empty'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Install lockfence into a new schema: drop or rename schema lockfence first.';
+    END IF;
+END
+$do$;
+
 -- Administrators may force-release locks.  Roles are cluster-wide, so the
 -- role is created only if another database's install has not done so.
 DO $do$

@@ -88,6 +88,50 @@ RESET ROLE;
 REVOKE ALL ON accounts FROM regress_lockfence_reader;
 DROP ROLE regress_lockfence_reader;
 
+-- keys are cast to the primary key's whole type, its modifier included, and
+-- a key that does not convert exactly is refused instead of locking
+-- another row
+CREATE TABLE key_char (k char(5) PRIMARY KEY);
+INSERT INTO key_char VALUES ('a'), ('abcde');
+CREATE TABLE key_varchar (k varchar(3) PRIMARY KEY);
+INSERT INTO key_varchar VALUES ('abc');
+CREATE TABLE key_numeric (k numeric(5,2) PRIMARY KEY);
+INSERT INTO key_numeric VALUES (1.25), (2);
+CREATE TABLE key_bit (k bit(4) PRIMARY KEY);
+INSERT INTO key_bit VALUES (B'1010');
+CREATE TABLE key_ts (k timestamp(0) PRIMARY KEY);
+INSERT INTO key_ts VALUES ('2024-01-01 10:00:00');
+BEGIN;
+SELECT lockfence.lock_row('key_char', 'abcde'::text) AS char_abcde,
+       lockfence.lock_row('key_char', 'abxyz'::text) AS char_no_such_row,
+       lockfence.lock_row('key_char', 'a    '::text) AS char_padded,
+       lockfence.lock_row('key_varchar', 'abc'::text) AS varchar_abc,
+       lockfence.lock_row('key_numeric', 1.25) AS numeric_125,
+       lockfence.lock_row('key_numeric', 2) AS numeric_from_int,
+       lockfence.lock_row('key_bit', B'1010') AS bit_1010,
+       lockfence.lock_row('key_ts', '2024-01-01 10:00:00'::timestamp) AS ts;
+-- exactly the rows named are locked
+SELECT k FROM key_char WHERE xmax::text = txid_current()::text ORDER BY k;
+SELECT k FROM key_numeric WHERE xmax::text = txid_current()::text ORDER BY k;
+SELECT lockfence.lock_rows('key_char', ARRAY['a', 'abcde', 'zz']::text[]) AS char_rows;
+ROLLBACK;
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('key_char', 'abcdefg'::text)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('key_varchar', 'abcd'::text)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('key_numeric', 1.251)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('key_bit', B'10100')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('key_ts', '2024-01-01 10:00:00.4'::timestamp)$$);
+-- another type that would round: refused; one that converts exactly: locks
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1.7)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_row('accounts', 1.5::float8)$$);
+SELECT * FROM public.error_of($$SELECT lockfence.lock_rows('accounts', ARRAY[1, 2.5, 3])$$);
+BEGIN;
+SELECT lockfence.lock_row('accounts', 2.0) AS numeric_exact,
+       lockfence.lock_row('accounts', '07'::text) AS text_parsed,
+       lockfence.lock_rows('accounts', ARRAY[3.0, 4.00, NULL]) AS numeric_rows;
+SELECT id FROM accounts WHERE xmax::text = txid_current()::text ORDER BY id;
+ROLLBACK;
+DROP TABLE key_char, key_varchar, key_numeric, key_bit, key_ts;
+
 DROP TABLE accounts, "odd ""name""; DROP TABLE accounts; --", reshaped, no_pk,
     two_col_pk CASCADE;
 DROP FUNCTION withdraw(int, numeric);

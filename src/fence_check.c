@@ -221,6 +221,15 @@ resolve_config(FenceCheckConfig *config, const Trigger *trigger,
 
 			config->key_attnum = config_attnum(rel, trigger->tgargs[2]);
 			config->key_type = TupleDescAttr(tupdesc, config->key_attnum - 1)->atttypid;
+			/* a BEFORE trigger sees a generated column's old value */
+			if (TupleDescAttr(tupdesc, config->key_attnum - 1)->attgenerated)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("key column \"%s\" of relation \"%s\" must not be a generated column",
+								trigger->tgargs[2], RelationGetRelationName(rel)),
+						 errdetail("A BEFORE trigger sees a generated column's value from before the write."),
+						 errhint("Name the column it is computed from as the key column of trigger \"%s\".",
+								 trigger->tgname)));
 			getTypeOutputInfo(config->key_type, &typoutput, &typisvarlena);
 			fmgr_info_cxt(typoutput, &config->key_output, TopMemoryContext);
 		}

@@ -33,11 +33,13 @@
 #include "access/table.h"
 #include "access/transam.h"
 #include "catalog/pg_am.h"
+#include "catalog/pg_operator.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "parser/parse_coerce.h"
 #include "storage/bufmgr.h"
 #include "storage/itemptr.h"
 #include "storage/procarray.h"
@@ -49,7 +51,9 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 
 #include "lockfence.h"
 
@@ -73,6 +77,8 @@ typedef struct RowLockPlans
 	SPIPlanPtr	probe_plan;
 	SPIPlanPtr	wait_plan;
 	SPIPlanPtr	sort_plan;		/* lock_rows: the keys that exist, in order */
+	SPIPlanPtr	exact_plan;		/* a key that does not convert exactly */
+	SPIPlanPtr	exact_array_plan;	/* the same for an array of keys */
 } RowLockPlans;
 
 static const char *const lock_mode_clauses[] = {
@@ -132,6 +138,86 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/* OPERATOR(schema.=), the equality operator of type, for query text. */
+static char *
+equality_operator(Oid type)
+{
+	TypeCacheEntry *typentry = lookup_type_cache(type, TYPECACHE_EQ_OPR);
+	HeapTuple	tuple;
+	Oid			namespace;
+
+	if (!OidIsValid(typentry->eq_opr))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("could not identify an equality operator for type %s",
+						format_type_be(type))));
+	tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(typentry->eq_opr));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for operator %u", typentry->eq_opr);
+	namespace = ((Form_pg_operator) GETSTRUCT(tuple))->oprnamespace;
+	ReleaseSysCache(tuple);
+	return psprintf("OPERATOR(%s.=)",
+					quote_identifier(get_namespace_name(namespace)));
+}
+
+/* Is every value of type from converted exactly by a cast to type to? */
+static bool
+cast_is_exact(Oid from, Oid to)
+{
+	return from == to ||
+		(from == INT2OID && (to == INT4OID || to == INT8OID)) ||
+		(from == INT4OID && to == INT8OID);
+}
+
+/*
+ * The query that returns a key (as text, and as it would be cast) when the
+ * cast to the primary key's type is not exact: when the column's type
+ * modifier cuts it (char(n), varchar(n), numeric(p,s), bit(n),
+ * timestamp(p)), or when a key of another non-string type does not come back
+ * equal from the column's type (1.7 -> integer 2).  A string key is parsed
+ * in the column type's syntax, which is not a loss.  NULL when no key can
+ * lose anything.  over_array: the keys come as an array.
+ */
+static char *
+exact_check_sql(Oid argtype, Oid pktype, int32 pktypmod, bool over_array)
+{
+	const char *key = over_array ? "k" : "$1";
+	char	   *full = format_type_extended(pktype, pktypmod,
+											FORMAT_TYPE_TYPEMOD_GIVEN |
+											FORMAT_TYPE_FORCE_QUALIFY);
+	char	   *base = format_type_extended(pktype, -1,
+											FORMAT_TYPE_TYPEMOD_GIVEN |
+											FORMAT_TYPE_FORCE_QUALIFY);
+	bool		typmod_cuts = pktypmod >= 0;
+	bool		round_trip = !cast_is_exact(argtype, pktype) &&
+		TypeCategory(argtype) != TYPCATEGORY_STRING;
+	StringInfoData sql;
+
+	if (!typmod_cuts && !round_trip)
+		return NULL;
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT CAST(%s AS pg_catalog.text), CAST(CAST(%s AS %s) AS pg_catalog.text)",
+					 key, key, full);
+	if (over_array)
+		appendStringInfo(&sql, " FROM pg_catalog.unnest($1) AS k WHERE k IS NOT NULL AND");
+	else
+		appendStringInfoString(&sql, " WHERE");
+	appendStringInfoString(&sql, " NOT (true");
+	if (typmod_cuts)
+		appendStringInfo(&sql, " AND CAST(%s AS %s) %s CAST(%s AS %s)",
+						 key, full, equality_operator(pktype), key, base);
+	if (round_trip)
+		appendStringInfo(&sql, " AND CAST(CAST(%s AS %s) AS %s) %s %s",
+						 key, base,
+						 format_type_extended(argtype, -1,
+											  FORMAT_TYPE_TYPEMOD_GIVEN |
+											  FORMAT_TYPE_FORCE_QUALIFY),
+						 equality_operator(argtype), key);
+	appendStringInfoString(&sql, ") LIMIT 1");
+	return sql.data;
+}
+
 /* Build the plans for a table: it must have a one-column primary key. */
 static void
 build_plans(RowLockPlans *plans)
@@ -141,6 +227,8 @@ build_plans(RowLockPlans *plans)
 	Relation	index;
 	AttrNumber	pkattnum;
 	Oid			pktype;
+	int32		pktypmod;
+	char	   *exact_sql;
 	char	   *table;
 	char	   *column;
 	char	   *typname;
@@ -174,11 +262,15 @@ build_plans(RowLockPlans *plans)
 	index_close(index, AccessShareLock);
 
 	pktype = TupleDescAttr(RelationGetDescr(rel), pkattnum - 1)->atttypid;
+	pktypmod = TupleDescAttr(RelationGetDescr(rel), pkattnum - 1)->atttypmod;
 	table = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 									   RelationGetRelationName(rel));
 	column = pstrdup(quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
 															pkattnum - 1)->attname)));
-	typname = format_type_be_qualified(pktype);
+	/* with its type modifier: "character" alone would mean char(1) */
+	typname = format_type_extended(pktype, pktypmod,
+								   FORMAT_TYPE_TYPEMOD_GIVEN |
+								   FORMAT_TYPE_FORCE_QUALIFY);
 	plans->relname = MemoryContextStrdup(TopMemoryContext,
 										 RelationGetRelationName(rel));
 	table_close(rel, AccessShareLock);
@@ -202,6 +294,10 @@ build_plans(RowLockPlans *plans)
 					 table, column, typname, clause);
 	plans->wait_plan = prepare_kept(sql.data, 1, &argtype);
 
+	exact_sql = exact_check_sql(argtype, pktype, pktypmod, false);
+	if (exact_sql != NULL)
+		plans->exact_plan = prepare_kept(exact_sql, 1, &argtype);
+
 	arraytype = get_array_type(argtype);
 	if (OidIsValid(arraytype))
 	{
@@ -216,6 +312,10 @@ build_plans(RowLockPlans *plans)
 						 column, format_type_be_qualified(argtype), table,
 						 column, typname, column);
 		plans->sort_plan = prepare_kept(sql.data, 1, &arraytype);
+
+		exact_sql = exact_check_sql(argtype, pktype, pktypmod, true);
+		if (exact_sql != NULL)
+			plans->exact_array_plan = prepare_kept(exact_sql, 1, &arraytype);
 	}
 	pfree(sql.data);
 }
@@ -253,11 +353,15 @@ get_plans(Oid relid, Oid keytype, int mode)
 		SPI_freeplan(plans->wait_plan);
 		if (plans->sort_plan)
 			SPI_freeplan(plans->sort_plan);
+		if (plans->exact_plan)
+			SPI_freeplan(plans->exact_plan);
+		if (plans->exact_array_plan)
+			SPI_freeplan(plans->exact_array_plan);
 		pfree(plans->relname);
 	}
 	plans->valid = false;
 	plans->try_plan = plans->probe_plan = plans->wait_plan = NULL;
-	plans->sort_plan = NULL;
+	plans->sort_plan = plans->exact_plan = plans->exact_array_plan = NULL;
 	plans->relname = NULL;
 
 	PG_TRY();
@@ -272,6 +376,28 @@ get_plans(Oid relid, Oid keytype, int mode)
 	PG_END_TRY();
 	plans->valid = true;
 	return plans;
+}
+
+/* Refuse a key that plan (exact_plan or exact_array_plan) finds inexact. */
+static void
+check_keys_exact(RowLockPlans *plans, SPIPlanPtr plan, Datum keys)
+{
+	Datum		values[1] = {keys};
+
+	if (plan == NULL)
+		return;
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key \"%s\" does not convert exactly to the primary key of table \"%s\"",
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						plans->relname),
+				 errdetail("As the primary key's type it would be \"%s\".",
+						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+				 errhint("Pass the key in the primary key's type.")));
 }
 
 /* Add the process holding xid, if it is still running, to pids. */
@@ -459,6 +585,7 @@ lockfence_lock_row(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	plans = get_plans(relid, keytype, mode);
+	check_keys_exact(plans, plans->exact_plan, PG_GETARG_DATUM(1));
 	locked = lock_one_row(plans, PG_GETARG_DATUM(1), timeout_given, timeout_ms);
 	SPI_finish();
 
@@ -495,6 +622,8 @@ lockfence_lock_rows(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("keys of type %s cannot be passed as an array",
 						format_type_be(keytype))));
+
+	check_keys_exact(plans, plans->exact_array_plan, PG_GETARG_DATUM(1));
 
 	/* the existing keys, sorted: every caller locks in the same order */
 	values[0] = PG_GETARG_DATUM(1);

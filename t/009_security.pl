@@ -135,6 +135,17 @@ is($node->safe_psql('postgres',
 	"SET ROLE mallory; SELECT lockfence.pin('alice:job', $token + 1)");
 like($err, qr/stale fence token for lock "alice:job"/, 'nor pin it');
 is($node->safe_psql('postgres',
+		"SET ROLE mallory; SELECT lockfence.release('alice:job', $token), lockfence.renew('alice:job', $token, '1 s'), lockfence.is_held('alice:job', $token)"),
+	'f|f|f', 'nor with her very token: a lease belongs to its role');
+my $log_offset = -s $node->logfile;
+($ret, $out, $err) = $node->psql('postgres',
+	"SET ROLE mallory; SELECT lockfence.pin('alice:job', 9223372036854775807)");
+like($err, qr/a lease of another role holds it/,
+	'an LF001 tells another role only that the lock is held');
+unlike($err, qr/\b$token\b/, '... and shows it no token of hers');
+unlike(slurp_file($node->logfile, $log_offset), qr/\b$token\b/,
+	'... nor does the server log');
+is($node->safe_psql('postgres',
 		"SELECT lockfence.is_held('alice:job', $token)"),
 	't', 'alice still holds it');
 
@@ -163,6 +174,37 @@ is($node->safe_psql('postgres',
 	"DROP EXTENSION lockfence; SET ROLE alice; CREATE EXTENSION lockfence");
 like($err, qr/permission denied to create extension "lockfence"/,
 	'an ordinary role cannot install the extension');
+
+# a schema that a superuser did not create is refused at install
+$node->safe_psql('postgres', 'CREATE DATABASE squat OWNER mallory');
+$node->safe_psql('squat', q{
+	SET ROLE mallory;
+	CREATE SCHEMA lockfence;
+	CREATE FUNCTION lockfence.release(name varchar, token int) RETURNS boolean
+		LANGUAGE sql AS 'SELECT true';
+});
+($ret, $out, $err) = $node->psql('squat', 'CREATE EXTENSION lockfence');
+like($err, qr/schema "lockfence" is not owned by a superuser/,
+	'CREATE EXTENSION refuses a schema squatted by the database owner');
+is($node->safe_psql('squat',
+		"SELECT count(*) FROM pg_extension WHERE extname = 'lockfence'"),
+	'0', '... and installs nothing');
+$node->safe_psql('squat', q{
+	DROP SCHEMA lockfence CASCADE;
+	CREATE SCHEMA lockfence;
+	CREATE FUNCTION lockfence.release(name varchar, token int) RETURNS boolean
+		LANGUAGE sql AS 'SELECT true';
+});
+($ret, $out, $err) = $node->psql('squat', 'CREATE EXTENSION lockfence');
+like($err, qr/schema "lockfence" is not empty/,
+	'it refuses a superuser\'s schema that holds objects already');
+$node->safe_psql('squat', 'DROP SCHEMA lockfence CASCADE; CREATE EXTENSION lockfence');
+is($node->safe_psql('squat',
+		"SELECT r.rolsuper FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE nspname = 'lockfence'"),
+	't', 'once the schema is gone it installs, into a schema of a superuser');
+($ret, $out, $err) = $node->psql('squat', 'SET ROLE mallory; DROP SCHEMA lockfence CASCADE');
+like($err, qr/must be owner of schema lockfence/,
+	'which the database owner cannot drop');
 
 $node->stop;
 done_testing();
