@@ -472,15 +472,38 @@ row_blockers(Oid relid, ItemPointer tid, int *count)
 	return pids.data;
 }
 
-/* The timeout argument in ms; *given is false for NULL (lock_timeout). */
+/*
+ * The timeout argument in ms; *given is false for NULL (lock_timeout).  It
+ * becomes lock_timeout, an int of milliseconds: at most about 24.8 days.
+ */
 static int64
 get_timeout_ms(FunctionCallInfo fcinfo, int argno, bool *given)
 {
+	int64		timeout_ms;
+
 	*given = !PG_ARGISNULL(argno);
 	if (!*given)
 		return 0;
 	/* lock_timeout counts milliseconds; round a positive timeout up */
-	return (lockfence_timeout_usecs(PG_GETARG_INTERVAL_P(argno)) + 999) / 1000;
+	timeout_ms = (lockfence_timeout_usecs(PG_GETARG_INTERVAL_P(argno)) + 999) / 1000;
+	if (timeout_ms > INT_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("row lock timeout must not exceed %d ms (about 24 days)",
+						INT_MAX),
+				 errhint("A timeout of 0 waits without a limit.")));
+	return timeout_ms;
+}
+
+/* Run a cached read-only or locking plan; return how many rows it found. */
+static uint64
+run_plan(SPIPlanPtr plan, Datum *values, bool read_only)
+{
+	int			rc = SPI_execute_plan(plan, values, NULL, read_only, 1);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
 }
 
 /* Lock one row; false when there is no row with that key. */
@@ -494,25 +517,33 @@ lock_one_row(RowLockPlans *plans, Datum key, bool timeout_given,
 	Oid			relid;
 	ItemPointerData tid;
 	bool		isnull;
+	bool		locked;
 	int			nestlevel;
 	MemoryContext cxt = CurrentMemoryContext;
 
+	/*
+	 * Every result is freed at once: lock_rows calls this for each of its
+	 * rows within one SPI connection.
+	 */
+
 	/* uncontended: one query */
-	if (SPI_execute_plan(plans->try_plan, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed");
-	if (SPI_processed == 1)
+	locked = run_plan(plans->try_plan, values, false) == 1;
+	SPI_freetuptable(SPI_tuptable);
+	if (locked)
 		return true;
 
 	/* absent, or held by others: find out which, and by whom */
-	if (SPI_execute_plan(plans->probe_plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed");
-	if (SPI_processed == 0)
+	if (run_plan(plans->probe_plan, values, true) == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
 		return false;
+	}
 	tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
 													   SPI_tuptable->tupdesc,
 													   1, &isnull));
 	relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 										   SPI_tuptable->tupdesc, 2, &isnull));
+	SPI_freetuptable(SPI_tuptable);
 	blockers = row_blockers(relid, &tid, &nblockers);
 
 	nestlevel = NewGUCNestLevel();
@@ -527,8 +558,7 @@ lock_one_row(RowLockPlans *plans, Datum key, bool timeout_given,
 
 	PG_TRY();
 	{
-		if (SPI_execute_plan(plans->wait_plan, values, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_plan failed");
+		locked = run_plan(plans->wait_plan, values, false) == 1;
 	}
 	PG_CATCH();
 	{
@@ -551,17 +581,27 @@ lock_one_row(RowLockPlans *plans, Datum key, bool timeout_given,
 	PG_END_TRY();
 
 	AtEOXact_GUC(true, nestlevel);
-	return SPI_processed == 1;
+	SPI_freetuptable(SPI_tuptable);
+	pfree(blockers);
+	return locked;
 }
 
 static Oid
 get_relid_arg(FunctionCallInfo fcinfo)
 {
+	Oid			relid;
+
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("relation must not be null")));
-	return PG_GETARG_OID(0);
+	relid = PG_GETARG_OID(0);
+	/* a regclass made from a number need not name a relation */
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	return relid;
 }
 
 /* lock_row(rel regclass, key anyelement, timeout interval, mode text) */
@@ -592,7 +632,17 @@ lockfence_lock_row(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(locked);
 }
 
-/* lock_rows(rel regclass, keys anyarray, timeout interval, mode text) */
+/* How many sorted keys lock_rows holds in memory at a time. */
+#define LOCK_ROWS_BATCH 1000
+
+/*
+ * lock_rows(rel regclass, keys anyarray, timeout interval, mode text)
+ *
+ * The timeout bounds the whole call: each wait gets what is left of it.
+ * The existing keys come sorted from a cursor, a batch at a time, and each
+ * row's results are freed at once, so memory does not grow with the number
+ * of rows beyond the keys array itself.
+ */
 Datum
 lockfence_lock_rows(PG_FUNCTION_ARGS)
 {
@@ -602,10 +652,10 @@ lockfence_lock_rows(PG_FUNCTION_ARGS)
 	bool		timeout_given;
 	int64		timeout_ms = get_timeout_ms(fcinfo, 2, &timeout_given);
 	int			mode = parse_lock_mode(fcinfo, 3);
+	TimestampTz deadline = 0;
 	RowLockPlans *plans;
 	Datum		values[1];
-	SPITupleTable *sorted;
-	uint64		nkeys;
+	Portal		cursor;
 	int64		nlocked = 0;
 
 	if (PG_ARGISNULL(1))
@@ -614,6 +664,8 @@ lockfence_lock_rows(PG_FUNCTION_ARGS)
 				 errmsg("keys must not be null")));
 	if (!OidIsValid(keytype))
 		elog(ERROR, "lock_rows called with a non-array key argument");
+	if (timeout_given && timeout_ms > 0)
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	SPI_connect();
 	plans = get_plans(relid, keytype, mode);
@@ -622,26 +674,47 @@ lockfence_lock_rows(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("keys of type %s cannot be passed as an array",
 						format_type_be(keytype))));
-
 	check_keys_exact(plans, plans->exact_array_plan, PG_GETARG_DATUM(1));
 
 	/* the existing keys, sorted: every caller locks in the same order */
 	values[0] = PG_GETARG_DATUM(1);
-	if (SPI_execute_plan(plans->sort_plan, values, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed");
-	sorted = SPI_tuptable;
-	nkeys = SPI_processed;
-
-	for (uint64 i = 0; i < nkeys; i++)
+	cursor = SPI_cursor_open(NULL, plans->sort_plan, values, NULL, true);
+	for (;;)
 	{
-		bool		isnull;
-		Datum		key = SPI_getbinval(sorted->vals[i], sorted->tupdesc, 1,
-										&isnull);
+		SPITupleTable *batch;
+		uint64		nkeys;
 
-		CHECK_FOR_INTERRUPTS();
-		if (lock_one_row(plans, key, timeout_given, timeout_ms))
-			nlocked++;
+		SPI_cursor_fetch(cursor, true, LOCK_ROWS_BATCH);
+		batch = SPI_tuptable;
+		nkeys = SPI_processed;
+		if (nkeys == 0)
+		{
+			SPI_freetuptable(batch);
+			break;
+		}
+		for (uint64 i = 0; i < nkeys; i++)
+		{
+			bool		isnull;
+			Datum		key = SPI_getbinval(batch->vals[i], batch->tupdesc, 1,
+											&isnull);
+
+			CHECK_FOR_INTERRUPTS();
+			if (deadline != 0)
+			{
+				long		secs;
+				int			usecs;
+
+				/* what is left of the timeout; at least 1 ms (0: no limit) */
+				TimestampDifference(GetCurrentTimestamp(), deadline,
+									&secs, &usecs);
+				timeout_ms = Max(1, (int64) secs * 1000 + (usecs + 999) / 1000);
+			}
+			if (lock_one_row(plans, key, timeout_given, timeout_ms))
+				nlocked++;
+		}
+		SPI_freetuptable(batch);
 	}
+	SPI_cursor_close(cursor);
 	SPI_finish();
 
 	PG_RETURN_INT64(nlocked);
