@@ -133,6 +133,8 @@ lockfence_waiter_dequeue(LockfenceEntry *entry, int procno)
 	w->prev = w->next = LOCKFENCE_NO_PROC;
 	w->queued = false;
 	entry->nwaiters--;
+	/* charged when it queued; a hand-off charges it again as holder */
+	lockfence_role_uncharge(w->role);
 }
 
 /*
@@ -307,9 +309,15 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		{
 			*token = entry_grant(entry, hashcode, MyProcPid, myprocno,
 								 GetUserId(), true, scope, lease_us, now);
-			LWLockRelease(lock);
 			if (*token == 0)
+			{
+				/* over quota: leave nothing behind, not even an empty entry */
+				lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+				LWLockRelease(lock);
+				Assert(nwake == 0);
 				return LF_ATTEMPT_OVER_QUOTA;
+			}
+			LWLockRelease(lock);
 			return LF_ATTEMPT_GRANTED;
 		}
 		/* the queue came first */
@@ -320,8 +328,8 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		result = LF_ATTEMPT_SELF_HELD;
 	else if (!queue_if_busy)
 		result = LF_ATTEMPT_BUSY;
-	else if (lockfence_role_at_quota(GetUserId()))
-		result = LF_ATTEMPT_OVER_QUOTA;
+	else if (!lockfence_role_charge(GetUserId(), true))
+		result = LF_ATTEMPT_OVER_QUOTA;	/* a waiter counts as it queues */
 	else
 	{
 		LockfenceWaiter *me = &lockfence_shared->waiters[myprocno];

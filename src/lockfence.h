@@ -185,6 +185,7 @@ extern int	lockfence_key_match_callback(const void *key1, const void *key2,
 extern LWLock *lockfence_partition_lock(uint32 hashcode);
 extern LWLock *lockfence_partition_lock_by_index(int partition);
 extern LWLock *lockfence_token_lock(void);
+extern LWLock *lockfence_role_lock(void);
 extern LockfencePartitionStats *lockfence_partition_stats(uint32 hashcode);
 extern int	lockfence_my_procno(void);
 extern int	lockfence_waiter_slots(void);

@@ -9,12 +9,13 @@
  *	- the lock table: a dynahash of LockfenceEntry keyed by (database, name),
  *	  created with a hard size of lockfence.max_locks entries and split into
  *	  LOCKFENCE_NUM_PARTITIONS partitions by the key's hash code;
- *	- LOCKFENCE_NUM_PARTITIONS partition LWLocks plus one token LWLock, from
- *	  the named tranche "lockfence";
+ *	- LOCKFENCE_NUM_PARTITIONS partition LWLocks, one token LWLock and one
+ *	  role LWLock, from the named tranche "lockfence";
  *	- one LockfenceWaiter slot per backend, indexed by procno;
  *	- the fence token generator (fence_token.c) and per-partition counters,
  *	  each in a cache line of its own;
- *	- per-role slot counters (role_quota.c), atomics that need no lock.
+ *	- per-role slot counters (role_quota.c), atomics; only giving a role its
+ *	  first slot or taking back its last one takes the role lock.
  *
  * Locking protocol:
  *
@@ -33,6 +34,10 @@
  *	   make a new block of tokens durable; it may be taken while holding
  *	   partition locks, never the other way round.  Handing out a token from
  *	   a durable block needs no lock: it is one atomic fetch-and-add.
+ *
+ *	3a. The role lock is taken only to give a role a counter slot or take it
+ *	   back (role_quota.c); it may be taken while holding a partition lock,
+ *	   and no other lock is taken while holding it.
  *
  *	4. A backend's own waiter slot fields that are not about a queue (pid,
  *	   scope, lease) are written by the owner before it links the slot into a
@@ -125,7 +130,7 @@ lockfence_shmem_request(void)
 		prev_shmem_request_hook();
 #endif
 	RequestAddinShmemSpace(lockfence_shmem_size());
-	RequestNamedLWLockTranche("lockfence", LOCKFENCE_NUM_PARTITIONS + 1);
+	RequestNamedLWLockTranche("lockfence", LOCKFENCE_NUM_PARTITIONS + 2);
 }
 
 /* dynahash callbacks: hash and compare the name only up to its terminator */
@@ -281,6 +286,12 @@ LWLock *
 lockfence_token_lock(void)
 {
 	return &partition_locks[LOCKFENCE_NUM_PARTITIONS].lock;
+}
+
+LWLock *
+lockfence_role_lock(void)
+{
+	return &partition_locks[LOCKFENCE_NUM_PARTITIONS + 1].lock;
 }
 
 LockfencePartitionStats *

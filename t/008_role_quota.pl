@@ -18,6 +18,7 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE alice LOGIN;
 	CREATE ROLE bob LOGIN;
 });
+set_node($node);
 
 sub as_role
 {
@@ -91,6 +92,89 @@ is($node->safe_psql('postgres', 'SELECT slots_used, slots_available FROM lockfen
 is($node->safe_psql('postgres',
 		"SELECT count(*) FILTER (WHERE name LIKE 'long:%'), count(*) FILTER (WHERE name = 'shared') FROM lockfence.locks"),
 	'5|1', 'no held lock was evicted');
+
+# back to a quota of 5 in an empty table
+$node->safe_psql('postgres',
+	"SELECT count(lockfence.force_release(name)) FROM lockfence.locks");
+$node->append_conf('postgresql.conf', 'lockfence.max_locks_per_role = 5');
+$node->reload;
+$node->poll_query_until('postgres',
+	"SELECT current_setting('lockfence.max_locks_per_role') = '5'")
+  or die 'the quota was not reloaded';
+($ret, $out, $err) = as_role('alice',
+	"SELECT count(lockfence.try_acquire('long:' || i, '1 h')) FROM generate_series(1, 5) i");
+is($out, '5', 'alice holds five locks again');
+
+# a refused request leaves nothing behind: no empty entry in a slot
+my $slots_before = $node->safe_psql('postgres', 'SELECT slots_used FROM lockfence.stats');
+($ret, $out, $err) = as_role('alice', "SELECT lockfence.try_acquire('never:1', '1 h')");
+like($err, qr/53400/, 'at its quota alice cannot take a new lock');
+is($node->safe_psql('postgres', 'SELECT slots_used FROM lockfence.stats'),
+	$slots_before, '... and the refused request holds no slot');
+
+# waiters count as they queue: with three locks held, alice may queue for two
+$node->safe_psql('postgres',
+	"SELECT lockfence.release(name, token) FROM lockfence.locks WHERE name IN ('long:4', 'long:5')");
+($ret, $out, $err) = as_role('bob', "SELECT lockfence.acquire('queue-me', '1 h') > 0");
+my @queued;
+for my $n (1, 2)
+{
+	my ($s) = session();
+	$s->query_safe('SET ROLE alice');
+	start_wait($s, "SELECT lockfence.acquire('queue-me', '1 h', timeout => '20 s') > 0 AS granted;");
+	push @queued, $s;
+}
+wait_waiters('queue-me', 2, 'two of alice\'s requests queue for bob\'s lock');
+($ret, $out, $err) = as_role('alice',
+	"SELECT lockfence.acquire('queue-me', '1 h', timeout => '5 s')");
+like($err, qr/53400/, 'a third would put her over her quota: refused at once');
+($ret, $out, $err) = as_role('alice', "SELECT lockfence.try_acquire('never:2', '1 h')");
+like($err, qr/53400/, 'and so is a new lock: queued requests are charged');
+$node->safe_psql('postgres',
+	"SELECT lockfence.force_release('queue-me')");
+wait_out($queued[0], qr/^t$/m, 'the first waiter is handed the lock');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM lockfence.locks WHERE name = 'queue-me'"),
+	'1', '... and holds it, the second still queued');
+$node->safe_psql('postgres', "SELECT lockfence.force_release('queue-me')");
+wait_out($queued[1], qr/^t$/m, 'then the second');
+$_->quit for @queued;
+$node->safe_psql('postgres',
+	"SELECT count(lockfence.force_release(name)) FROM lockfence.locks");
+
+# every role is counted, however many roles have held locks before: the
+# counters of roles that hold nothing are given back
+$node->safe_psql('postgres', q{
+	DO $$
+	BEGIN
+		FOR i IN 1 .. 4200 LOOP
+			EXECUTE format('CREATE ROLE %I', 'many_' || i);
+		END LOOP;
+	END $$;
+	DO $$
+	DECLARE
+		t bigint;
+	BEGIN
+		FOR i IN 1 .. 4200 LOOP
+			EXECUTE format('SET ROLE %I', 'many_' || i);
+			t := lockfence.try_acquire('many:' || i, '1 h');
+			PERFORM lockfence.release('many:' || i, t);
+			RESET ROLE;
+		END LOOP;
+	END $$;
+	CREATE ROLE carol;
+});
+($ret, $out, $err) = as_role('carol',
+	"SELECT count(lockfence.try_acquire('carol:' || i, '1 h')) FROM generate_series(1, 6) i");
+like($err, qr/53400/,
+	'after 4,200 other roles took and released locks, a new role still meets its quota');
+# leases are not transactional: the five taken before the refusal stay
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM lockfence.locks WHERE name LIKE 'carol:%'"),
+	'5', '... at the sixth lock, not before');
+$node->safe_psql('postgres',
+	"SELECT count(lockfence.force_release(name)) FROM lockfence.locks");
+
 
 $node->stop;
 done_testing();
