@@ -23,7 +23,8 @@ OBJS = \
 	src/fence_check.o \
 	src/row_locks.o \
 	src/lock_version.o \
-	src/role_quota.o
+	src/role_quota.o \
+	src/lease_expiry.o
 DATA = $(wildcard sql/lockfence--*.sql)
 PGFILEDESC = "lockfence - leased named locks with fence tokens"
 

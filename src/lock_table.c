@@ -19,9 +19,6 @@
 
 #include "lockfence.h"
 
-/* A hand-off wakes at most the new holder and the new first waiter. */
-#define MAX_WAKE_PER_FREE	2
-
 void
 lockfence_make_key(LockfenceKey *key, const char *name, int len)
 {
@@ -95,6 +92,7 @@ entry_grant(LockfenceEntry *entry, uint32 hashcode, int pid, int procno,
 	entry->release_pending = false;
 	entry->acquired_at = now;
 	entry->expires_at = (scope == LF_SCOPE_XACT) ? DT_NOEND : now + lease_us;
+	lockfence_expiry_track(entry, hashcode);
 	lockfence_partition_stats(hashcode)->grants++;
 	return token;
 }
@@ -225,6 +223,7 @@ lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	{
 		if (entry->token != 0)
 			lockfence_role_uncharge(entry->holder_role);
+		lockfence_expiry_remove(entry);
 		hash_search_with_hash_value(lockfence_hash, &entry->key, hashcode,
 									HASH_REMOVE, NULL);
 	}
@@ -276,9 +275,13 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 										HASH_ENTER_NULL, &found);
 	if (entry == NULL)
 	{
-		/* the table is full: sweep expired leases, then try once more */
+		/*
+		 * The table is full: free the leases that ended (in case the
+		 * reclaimer is behind; it costs what has ended, not the table's
+		 * size), then try once more.
+		 */
 		LWLockRelease(lock);
-		lockfence_reclaim_expired();
+		(void) lockfence_expiry_reclaim();
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
 											HASH_ENTER_NULL, &found);
@@ -298,6 +301,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		entry->release_pending = false;
 		entry->waiters_head = entry->waiters_tail = LOCKFENCE_NO_PROC;
 		entry->nwaiters = 0;
+		lockfence_expiry_add(entry, hashcode);
 	}
 
 	now = GetCurrentTimestamp();
@@ -455,6 +459,7 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 			TimestampTz old_expiry = entry->expires_at;
 
 			entry->expires_at = now + lease_us;
+			lockfence_expiry_track(entry, hashcode);
 			/* a shorter lease: the first waiter may have to re-arm its timer */
 			if (entry->expires_at < old_expiry &&
 				lockfence_first_waiter_must_watch(entry))
@@ -609,44 +614,4 @@ lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode, uint64 token)
 	}
 	LWLockRelease(lock);
 	lockfence_wake_procs(wake, nwake);
-}
-
-/*
- * Sweep the whole table: free every entry that is not live.  Used when the
- * table is full.  Takes all partition locks in order (protocol rule 2).
- */
-void
-lockfence_reclaim_expired(void)
-{
-	int		   *wake;
-	int			nwake = 0;
-	HASH_SEQ_STATUS status;
-	LockfenceEntry *entry;
-	TimestampTz now;
-
-	/* each waiter is woken at most twice: as new first waiter, as grantee */
-	wake = palloc(sizeof(int) * MAX_WAKE_PER_FREE * lockfence_waiter_slots());
-
-	for (int i = 0; i < LOCKFENCE_NUM_PARTITIONS; i++)
-		LWLockAcquire(lockfence_partition_lock_by_index(i), LW_EXCLUSIVE);
-
-	now = GetCurrentTimestamp();
-	hash_seq_init(&status, lockfence_hash);
-	while ((entry = hash_seq_search(&status)) != NULL)
-	{
-		uint32		hashcode;
-
-		if (lockfence_entry_is_live(entry, now))
-			continue;
-		hashcode = lockfence_key_hash(&entry->key);
-		if (entry->token != 0)
-			lockfence_partition_stats(hashcode)->expiries++;
-		lockfence_entry_free(entry, hashcode, now, wake, &nwake);
-	}
-
-	for (int i = LOCKFENCE_NUM_PARTITIONS - 1; i >= 0; i--)
-		LWLockRelease(lockfence_partition_lock_by_index(i));
-
-	lockfence_wake_procs(wake, nwake);
-	pfree(wake);
 }

@@ -88,4 +88,5 @@ _PG_init(void)
 #endif
 
 	lockfence_shmem_install_hooks();
+	lockfence_expiry_register_worker();
 }

@@ -18,6 +18,7 @@
  *	  fence_check.c		the fence-check trigger and LF001
  *	  row_locks.c		pessimistic row locks with bounded waits
  *	  lock_version.c	the optimistic lock_version trigger
+ *	  lease_expiry.c	the timing wheel of lease ends and the reclaimer worker
  *	  views.c			the lockfence.locks and lockfence.stats views
  *	  role_quota.c		per-role slot accounting
  *
@@ -27,6 +28,7 @@
 #define LOCKFENCE_H
 
 #include "datatype/timestamp.h"
+#include "lib/ilist.h"
 #include "utils/timestamp.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
@@ -41,6 +43,9 @@
 
 /* Longest lease and wait timeout accepted (365 days), in microseconds. */
 #define LOCKFENCE_MAX_INTERVAL_US	(INT64CONST(365) * USECS_PER_DAY)
+
+/* A hand-off wakes at most the new holder and the new first waiter. */
+#define MAX_WAKE_PER_FREE			2
 
 /* No procno (used to terminate the waiter lists). */
 #define LOCKFENCE_NO_PROC			(-1)
@@ -90,6 +95,7 @@ typedef struct LockfenceEntry
 	int			waiters_head;	/* procno of the first waiter */
 	int			waiters_tail;	/* procno of the last waiter */
 	int			nwaiters;
+	dlist_node	expiry_link;	/* on one list of its partition (lease_expiry.c) */
 } LockfenceEntry;
 
 /*
@@ -151,6 +157,27 @@ typedef union LockfencePartitionStatsPadded
 } LockfencePartitionStatsPadded;
 
 /*
+ * The lists of one partition (lease_expiry.c): its leases by the tick in
+ * which they end, on a wheel of LOCKFENCE_WHEEL_SLOTS slots, and its other
+ * entries.  Changed under the partition lock.
+ */
+#define LOCKFENCE_TICK_US		INT64CONST(100000)	/* 100 ms */
+#define LOCKFENCE_WHEEL_SLOTS	512 /* one turn: 51.2 s */
+
+typedef struct LockfencePartitionLists
+{
+	dlist_head	no_end;			/* transaction locks, new entries */
+	int64		done_tick;		/* the wheel's slots are done up to here */
+	dlist_head	wheel[LOCKFENCE_WHEEL_SLOTS];
+} LockfencePartitionLists;
+
+typedef union LockfencePartitionListsPadded
+{
+	LockfencePartitionLists lists;
+	char		pad[CACHELINEALIGN(sizeof(LockfencePartitionLists))];
+} LockfencePartitionListsPadded;
+
+/*
  * The whole shared state, allocated once by shmem.c (cache-line aligned, as
  * all shared memory is).
  */
@@ -164,6 +191,7 @@ typedef struct LockfenceShared
 	/* rare events */
 	pg_atomic_uint64 monotonic_rejections;	/* fence trigger, counted */
 	pg_atomic_uint64 lease_rejections;	/* without a lock */
+	LockfencePartitionListsPadded lists[LOCKFENCE_NUM_PARTITIONS];
 	LockfenceWaiter waiters[FLEXIBLE_ARRAY_MEMBER];
 } LockfenceShared;
 
@@ -258,7 +286,14 @@ extern void lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode,
 								 TimestampTz now, int *wake, int *nwake);
 extern void lockfence_waiter_dequeue(LockfenceEntry *entry, int procno);
 extern void lockfence_wake_procs(const int *procnos, int n);
-extern void lockfence_reclaim_expired(void);
+
+/* lease_expiry.c */
+extern void lockfence_expiry_init(void);
+extern void lockfence_expiry_add(LockfenceEntry *entry, uint32 hashcode);
+extern void lockfence_expiry_track(LockfenceEntry *entry, uint32 hashcode);
+extern void lockfence_expiry_remove(LockfenceEntry *entry);
+extern int	lockfence_expiry_reclaim(void);
+extern void lockfence_expiry_register_worker(void);
 
 /* lock_wait.c */
 extern LockfenceAttempt lockfence_acquire_or_wait(const LockfenceKey *key,

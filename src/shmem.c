@@ -14,6 +14,8 @@
  *	- one LockfenceWaiter slot per backend, indexed by procno;
  *	- the fence token generator (fence_token.c) and per-partition counters,
  *	  each in a cache line of its own;
+ *	- per partition, the lists that hold every entry of the partition: a
+ *	  timing wheel of lease ends and a list of the rest (lease_expiry.c);
  *	- per-role slot counters (role_quota.c), atomics; only giving a role its
  *	  first slot or taking back its last one takes the role lock.
  *
@@ -25,10 +27,11 @@
  *	   holder fields, the queue links, a waiter's granted/token fields, and
  *	   the partition's counters in LockfenceShared.stats.
  *
- *	2. A backend holds at most one partition lock at a time, except
- *	   lockfence_reclaim_expired() and the lock view, which take all of them
- *	   in ascending partition order (and hold no other partition lock when
- *	   they start).  So partition locks never deadlock.
+ *	2. A backend holds at most one partition lock at a time.  Walks over
+ *	   the table (the reclaimer, the lock view) take one partition lock at a
+ *	   time too, through the partition's own lists (lease_expiry.c), so no
+ *	   request ever waits for work proportional to the whole table.  So
+ *	   partition locks never deadlock.
  *
  *	3. The token lock is taken only to initialise the token generator or to
  *	   make a new block of tokens durable; it may be taken while holding
@@ -50,10 +53,12 @@
  *	   and sets the waiter's latch after releasing it.  A lock is therefore
  *	   never free while it has waiters, and arrivals cannot overtake them.
  *
- *	6. Lease expiry needs no timer process: expired entries are recognised
- *	   by whoever looks at them (lazily), the first waiter of a queue sleeps
- *	   only until the holder's lease ends and then takes the lock, and a full
- *	   table is swept for expired entries before an insertion fails.
+ *	6. An expired lease is recognised by whoever looks at it (lazily); the
+ *	   first waiter of a queue sleeps only until the holder's lease ends and
+ *	   then takes the lock.  To free the slots of leases nobody looks at, the
+ *	   reclaimer worker visits, every tick, the timing-wheel slot of leases
+ *	   that ended in it (lease_expiry.c); a request that finds the table full
+ *	   or its role at its quota does the same once itself.
  *
  *-------------------------------------------------------------------------
  */
@@ -208,6 +213,7 @@ lockfence_shmem_startup(void)
 			lockfence_shared->waiters[i].prev = LOCKFENCE_NO_PROC;
 			lockfence_shared->waiters[i].next = LOCKFENCE_NO_PROC;
 		}
+		lockfence_expiry_init();
 	}
 	partition_locks = lockfence_shared->locks;
 	nwaiter_slots = lockfence_shared->nwaiter_slots;

@@ -216,10 +216,13 @@ take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
 										 0, token, NULL);
 		if (result != LF_ATTEMPT_OVER_QUOTA)
 			break;
-		/* the role's own expired leases may be what it is charged for */
+		/*
+		 * The role's own expired leases may be what it is charged for, if
+		 * the reclaimer is behind: free what has ended, then try once more.
+		 */
 		if (attempt > 0)
 			lockfence_report_role_quota(GetUserId());
-		lockfence_reclaim_expired();
+		(void) lockfence_expiry_reclaim();
 	}
 
 	switch (result)

@@ -1,0 +1,229 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease_expiry.c
+ *	  Finding expired leases without walking the lock table: a timing wheel
+ *	  per partition, and the background worker that turns it.
+ *
+ * Every entry of the lock table is on exactly one list of its partition:
+ * a lease on the wheel slot of the tick in which it ends (ticks of
+ * LOCKFENCE_TICK_US, WHEEL_SLOTS slots, so a lease longer than one turn
+ * waits in its slot for later turns), anything else (a transaction lock, a
+ * new entry) on the partition's list of entries without an end.  Granting,
+ * renewing and freeing an entry move it between lists in O(1), under the
+ * partition lock that covers the entry anyway (protocol rule 1).
+ *
+ * Reclaiming expired leases visits only the slots whose tick has passed,
+ * one slot at a time under its partition lock alone, so it costs in
+ * proportion to the leases that ended (plus longer leases that share their
+ * slot), never to the size of the table, and never holds more than one
+ * partition lock.  The reclaimer worker does it every tick; a request that
+ * finds the table full or its role at its quota does it once itself, in
+ * case the worker is behind.
+ *
+ * The lists also let the lock view read the table partition by partition.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "lockfence.h"
+
+PGDLLEXPORT void lockfence_reclaimer_main(Datum main_arg);
+
+static inline int64
+tick_of(TimestampTz t)
+{
+	return t / LOCKFENCE_TICK_US;
+}
+
+static inline LockfencePartitionLists *
+partition_lists(int partition)
+{
+	return &lockfence_shared->lists[partition].lists;
+}
+
+/* Partition lists of a new shared state; every list starts empty. */
+void
+lockfence_expiry_init(void)
+{
+	for (int p = 0; p < LOCKFENCE_NUM_PARTITIONS; p++)
+	{
+		LockfencePartitionLists *lists = partition_lists(p);
+
+		dlist_init(&lists->no_end);
+		for (int s = 0; s < LOCKFENCE_WHEEL_SLOTS; s++)
+			dlist_init(&lists->wheel[s]);
+		lists->done_tick = 0;
+	}
+}
+
+/* A new entry: on the list without an end until it is granted. */
+void
+lockfence_expiry_add(LockfenceEntry *entry, uint32 hashcode)
+{
+	dlist_push_tail(&partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS)->no_end,
+					&entry->expiry_link);
+}
+
+/* Put entry on the list its holder's lease end calls for. */
+void
+lockfence_expiry_track(LockfenceEntry *entry, uint32 hashcode)
+{
+	LockfencePartitionLists *lists =
+		partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS);
+
+	dlist_delete(&entry->expiry_link);
+	if (entry->token == 0 || entry->scope == LF_SCOPE_XACT)
+		dlist_push_tail(&lists->no_end, &entry->expiry_link);
+	else
+		dlist_push_tail(&lists->wheel[tick_of(entry->expires_at) % LOCKFENCE_WHEEL_SLOTS],
+						&entry->expiry_link);
+}
+
+/* entry is being removed from the table. */
+void
+lockfence_expiry_remove(LockfenceEntry *entry)
+{
+	dlist_delete(&entry->expiry_link);
+}
+
+/*
+ * Reclaim the expired leases of one partition whose ticks have passed: at
+ * most one turn of the wheel, one slot per hold of the partition lock.
+ * Returns how many entries it freed.
+ */
+static int
+reclaim_partition(int partition, TimestampTz now)
+{
+	LockfencePartitionLists *lists = partition_lists(partition);
+	LWLock	   *lock = lockfence_partition_lock_by_index(partition);
+	int64		now_tick = tick_of(now);
+	int			freed = 0;
+	int		   *wake = NULL;
+	int			maxwake = 0;
+	bool		last_visited = false;
+
+	for (int turn = 0; turn <= LOCKFENCE_WHEEL_SLOTS; turn++)
+	{
+		int64		tick;
+		dlist_mutable_iter iter;
+		int			nwake = 0;
+
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		if (lists->done_tick == 0 || lists->done_tick < now_tick - LOCKFENCE_WHEEL_SLOTS)
+			lists->done_tick = now_tick - LOCKFENCE_WHEEL_SLOTS;
+		if (lists->done_tick >= now_tick || (last_visited && turn > 0))
+		{
+			LWLockRelease(lock);
+			break;
+		}
+		/*
+		 * The slot of the tick after the last one done.  The current tick's
+		 * slot is visited too, for the leases that ended in it so far, but it
+		 * is not done until the tick has passed.
+		 */
+		tick = lists->done_tick + 1;
+		last_visited = (tick == now_tick);
+		dlist_foreach_modify(iter, &lists->wheel[tick % LOCKFENCE_WHEEL_SLOTS])
+		{
+			LockfenceEntry *entry = dlist_container(LockfenceEntry, expiry_link,
+													iter.cur);
+			uint32		hashcode;
+
+			if (lockfence_entry_is_live(entry, now))
+				continue;		/* a later turn's, or pinned */
+			if (nwake + MAX_WAKE_PER_FREE > maxwake)
+			{
+				maxwake = Max(64, 2 * maxwake);
+				wake = wake ? repalloc(wake, maxwake * sizeof(int)) :
+					palloc(maxwake * sizeof(int));
+			}
+			hashcode = lockfence_key_hash(&entry->key);
+			lockfence_partition_stats(hashcode)->expiries++;
+			/* a hand-off moves the entry to another slot: iter allows it */
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			freed++;
+		}
+		if (tick < now_tick)
+			lists->done_tick = tick;
+		LWLockRelease(lock);
+		lockfence_wake_procs(wake, nwake);
+	}
+	if (wake)
+		pfree(wake);
+	return freed;
+}
+
+/* Reclaim the expired leases of every partition, one partition at a time. */
+int
+lockfence_expiry_reclaim(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			freed = 0;
+
+	for (int p = 0; p < LOCKFENCE_NUM_PARTITIONS; p++)
+		freed += reclaim_partition(p, now);
+	return freed;
+}
+
+/*---- The reclaimer worker ----*/
+
+void
+lockfence_expiry_register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "lockfence");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "lockfence_reclaimer_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "lockfence lease reclaimer");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "lockfence lease reclaimer");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * Every tick, free the leases that ended in it.  Holds one partition lock
+ * at a time, for one wheel slot; sleeps on its latch in between.
+ */
+void
+lockfence_reclaimer_main(Datum main_arg)
+{
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	for (;;)
+	{
+		TimestampTz now;
+		long		sleep_ms;
+
+		if (ShutdownRequestPending)
+			proc_exit(0);
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		(void) lockfence_expiry_reclaim();
+
+		/* until just after the current tick ends */
+		now = GetCurrentTimestamp();
+		sleep_ms = (LOCKFENCE_TICK_US - now % LOCKFENCE_TICK_US) / 1000 + 1;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
