@@ -13,10 +13,18 @@
  * lockfence.fence_state in the data directory records "no sequence number at
  * or above this one was ever used".  The first grant after every start (and
  * after every crash-restart, which rebuilds shared memory) reads the mark,
- * continues from it, and makes mark + LOCKFENCE_TOKEN_BLOCK durable before
- * the first token is used; running past that reserves the next block the
- * same way.  So there is one fsync per block of grants, none per grant, and
- * no crash or immediate shutdown can make a sequence number repeat.
+ * continues from it, and makes mark + one block durable before the first
+ * token is used.  So there is one fsync per block of grants, none per
+ * grant, and no crash or immediate shutdown can make a sequence number
+ * repeat.
+ *
+ * The next block is made durable ahead of need: once half of the current
+ * block is used, by the next request that prepares a grant (before it takes
+ * a partition lock) or by the reclaimer worker.  A hand-off to a waiter,
+ * which can happen at commit or at exit, where an error would be a PANIC or
+ * worse, takes only a token from the durable reserve and never writes the
+ * file (lockfence_token_next_reserved); if the reserve is empty it leaves
+ * the lock free for the waiter, which takes it in its own request.
  *
  * A standby grants nothing.  When it is promoted it switches to a timeline
  * above every timeline the old primary ever used, so its tokens exceed every
@@ -42,7 +50,7 @@
 
 #define LOCKFENCE_SEQ_BITS			48
 #define LOCKFENCE_SEQ_END			(UINT64CONST(1) << LOCKFENCE_SEQ_BITS)
-#define LOCKFENCE_TOKEN_BLOCK		(UINT64CONST(1) << 24)
+/* sequence numbers made durable at a time: lockfence.token_block_size */
 #define LOCKFENCE_MAX_TIMELINE		(UINT64CONST(1) << 15)
 
 /* On-disk format of the state file. */
@@ -189,7 +197,7 @@ initialise_tokens(LockfenceTokenState *ts)
 						timeline)));
 
 	high_water = read_high_water();
-	limit = high_water + LOCKFENCE_TOKEN_BLOCK;
+	limit = high_water + (uint64) lockfence_token_block_size;
 	if (limit > LOCKFENCE_SEQ_END)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -205,9 +213,93 @@ initialise_tokens(LockfenceTokenState *ts)
 	ts->ready = true;
 }
 
+/* Make the next block durable.  Token lock held. */
+static void
+extend_limit(LockfenceTokenState *ts, uint64 limit)
+{
+	uint64		new_limit = limit + (uint64) lockfence_token_block_size;
+
+	if (new_limit > LOCKFENCE_SEQ_END)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("lockfence fence tokens are exhausted on this timeline")));
+	write_high_water(new_limit,
+					 (uint32) (ts->token_base >> LOCKFENCE_SEQ_BITS) + 1);
+	pg_atomic_write_u64(&ts->seq_limit, new_limit);
+}
+
+/* Is less than half a block left in the durable reserve? */
+static bool
+reserve_low(LockfenceTokenState *ts)
+{
+	uint64		next = pg_atomic_read_u64(&ts->next_seq);
+	uint64		limit = pg_atomic_read_u64(&ts->seq_limit);
+
+	return next >= limit || limit - next < (uint64) lockfence_token_block_size / 2;
+}
+
 /*
- * Make sure the generator is initialised.  Called before taking a partition
- * lock so that the first grant's file I/O usually happens without one.
+ * Top up the durable reserve when it runs low, once the generator is
+ * initialised.  Holds no partition lock; may write the state file.
+ */
+void
+lockfence_token_reserve_ahead(void)
+{
+	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
+	LWLock	   *token_lock = lockfence_token_lock();
+
+	if (!((volatile LockfenceTokenState *) ts)->ready)
+		return;
+	pg_read_barrier();
+	if (!reserve_low(ts))
+		return;
+
+	LWLockAcquire(token_lock, LW_EXCLUSIVE);
+	while (reserve_low(ts))
+		extend_limit(ts, pg_atomic_read_u64(&ts->seq_limit));
+	LWLockRelease(token_lock);
+}
+
+/*
+ * lockfence_token_reserve_ahead(), with a failure to write the state file
+ * reported as a warning: the reserve still holds tokens, and a grant that
+ * finds it empty reports the error itself (lockfence_token_next).  Only
+ * the token lock and a transient file can be held when the write fails;
+ * both are given back here.
+ */
+bool
+lockfence_token_try_reserve_ahead(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		lockfence_token_reserve_ahead();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		if (LWLockHeldByMe(lockfence_token_lock()))
+			LWLockRelease(lockfence_token_lock());
+		edata->elevel = WARNING;
+		edata->hint = pstrdup("lockfence keeps granting from the fence tokens it made durable before; check the data directory.");
+		ThrowErrorData(edata);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Make sure the generator is initialised and its durable reserve is not
+ * low.  Called before taking a partition lock, so that the file I/O of a
+ * grant happens without one.
  */
 void
 lockfence_token_prepare(void)
@@ -215,58 +307,62 @@ lockfence_token_prepare(void)
 	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
 	LWLock	   *token_lock = lockfence_token_lock();
 
-	if (((volatile LockfenceTokenState *) ts)->ready)
-		return;
-
-	LWLockAcquire(token_lock, LW_EXCLUSIVE);
-	if (!ts->ready)
-		initialise_tokens(ts);
-	LWLockRelease(token_lock);
-}
-
-/* A sequence number past the durable block: reserve more.  Rare. */
-static uint64
-extend_durable_block(LockfenceTokenState *ts, uint64 seq)
-{
-	LWLock	   *token_lock = lockfence_token_lock();
-	uint64		limit;
-
-	LWLockAcquire(token_lock, LW_EXCLUSIVE);
-	limit = pg_atomic_read_u64(&ts->seq_limit);
-	while (seq >= limit)
+	if (!((volatile LockfenceTokenState *) ts)->ready)
 	{
-		uint64		new_limit = limit + LOCKFENCE_TOKEN_BLOCK;
-
-		if (new_limit > LOCKFENCE_SEQ_END)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("lockfence fence tokens are exhausted on this timeline")));
-		write_high_water(new_limit,
-						 (uint32) (ts->token_base >> LOCKFENCE_SEQ_BITS) + 1);
-		pg_atomic_write_u64(&ts->seq_limit, new_limit);
-		limit = new_limit;
+		LWLockAcquire(token_lock, LW_EXCLUSIVE);
+		if (!ts->ready)
+			initialise_tokens(ts);
+		LWLockRelease(token_lock);
 	}
-	LWLockRelease(token_lock);
-
-	return ts->token_base | seq;
+	pg_read_barrier();
+	if (reserve_low(ts))
+		(void) lockfence_token_try_reserve_ahead();
 }
 
 /*
- * The next fence token.  May be called with a partition lock held.  Raises
- * an error only when the state file cannot be written.
+ * A token from the durable reserve, without any I/O: false when the
+ * reserve is used up.  Never raises an error, so it is safe at commit.
  */
-uint64
-lockfence_token_next(void)
+bool
+lockfence_token_next_reserved(uint64 *token)
 {
 	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
 	uint64		seq;
 
 	if (unlikely(!((volatile LockfenceTokenState *) ts)->ready))
-		lockfence_token_prepare();
+		return false;
 	pg_read_barrier();
 
+	/* one fetch-and-add; a number past the reserve is simply never used */
 	seq = pg_atomic_fetch_add_u64(&ts->next_seq, 1);
-	if (likely(seq < pg_atomic_read_u64(&ts->seq_limit)))
-		return ts->token_base | seq;
-	return extend_durable_block(ts, seq);
+	if (unlikely(seq >= pg_atomic_read_u64(&ts->seq_limit)))
+		return false;
+	*token = ts->token_base | seq;
+	return true;
+}
+
+/*
+ * The next fence token, for a grant to the calling request itself.  May be
+ * called with a partition lock held; writes the state file (and may raise
+ * an error) only when the reserve was used up since the request's
+ * lockfence_token_prepare().
+ */
+uint64
+lockfence_token_next(void)
+{
+	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
+	LWLock	   *token_lock = lockfence_token_lock();
+	uint64		token;
+
+	while (!lockfence_token_next_reserved(&token))
+	{
+		LWLockAcquire(token_lock, LW_EXCLUSIVE);
+		if (!ts->ready)
+			initialise_tokens(ts);
+		else if (pg_atomic_read_u64(&ts->next_seq) >=
+				 pg_atomic_read_u64(&ts->seq_limit))
+			extend_limit(ts, pg_atomic_read_u64(&ts->seq_limit));
+		LWLockRelease(token_lock);
+	}
+	return token;
 }

@@ -26,6 +26,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -218,6 +219,9 @@ lockfence_reclaimer_main(Datum main_arg)
 		}
 
 		(void) lockfence_expiry_reclaim();
+		/* keep durable tokens ahead of the hand-offs at commit */
+		if (!RecoveryInProgress())
+			(void) lockfence_token_try_reserve_ahead();
 
 		/* until just after the current tick ends */
 		now = GetCurrentTimestamp();

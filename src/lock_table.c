@@ -68,17 +68,24 @@ entry_held_by(const LockfenceEntry *entry, uint64 token, TimestampTz now,
 
 /*
  * Make (pid, procno) the holder with a new token, charging the slot to role.
- * Returns 0, changing nothing, when enforce_quota is set and role is at its
- * lockfence.max_locks_per_role.  Partition lock held.
+ * A grant to the calling request itself (for_self) may write the token
+ * state file and so raise an error; a hand-off to a waiter takes a token
+ * from the durable reserve only.  Returns 0, changing nothing, when
+ * enforce_quota is set and role is at its lockfence.max_locks_per_role, or
+ * when a hand-off finds the reserve empty.  Partition lock held.
  */
 static uint64
 entry_grant(LockfenceEntry *entry, uint32 hashcode, int pid, int procno,
-			Oid role, bool enforce_quota, LockfenceScope scope,
+			Oid role, bool enforce_quota, bool for_self, LockfenceScope scope,
 			int64 lease_us, TimestampTz now)
 {
-	/* the only step that can fail; nothing is changed before it */
-	uint64		token = lockfence_token_next();
+	uint64		token;
 
+	/* the only steps that can fail; nothing is changed before them */
+	if (for_self)
+		token = lockfence_token_next();
+	else if (!lockfence_token_next_reserved(&token))
+		return 0;
 	if (!lockfence_role_charge(role, enforce_quota))
 		return 0;
 	if (entry->token != 0)
@@ -185,7 +192,27 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	uint64		token;
 
 	token = entry_grant(entry, hashcode, w->pid, procno, w->role, false,
-						w->scope, w->lease_us, now);
+						procno == lockfence_my_procno(), w->scope,
+						w->lease_us, now);
+	if (token == 0)
+	{
+		/*
+		 * The durable token reserve is used up, and this may be a commit
+		 * or an exit, where writing the state file must not be tried: leave
+		 * the lock free and wake its first waiter, which takes it in its
+		 * own request (lock_wait.c).
+		 */
+		if (entry->token != 0)
+			lockfence_role_uncharge(entry->holder_role);
+		entry->token = 0;
+		entry->holder_pid = 0;
+		entry->holder_procno = LOCKFENCE_NO_PROC;
+		entry->pins = 0;
+		entry->release_pending = false;
+		lockfence_expiry_track(entry, hashcode);
+		wake[(*nwake)++] = procno;
+		return;
+	}
 	lockfence_waiter_dequeue(entry, procno);
 	w->token = token;
 	w->granted = true;
@@ -312,7 +339,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		if (entry->nwaiters == 0)
 		{
 			*token = entry_grant(entry, hashcode, MyProcPid, myprocno,
-								 GetUserId(), true, scope, lease_us, now);
+								 GetUserId(), true, true, scope, lease_us, now);
 			if (*token == 0)
 			{
 				/* over quota: leave nothing behind, not even an empty entry */

@@ -130,6 +130,8 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 
 		sleep_until(wake_at);
 
+		/* in case we take the lock ourselves below: tokens ready, no lock */
+		lockfence_token_prepare();
 		LWLockAcquire(lock, LW_EXCLUSIVE);
 		now = GetCurrentTimestamp();
 		entry = me->entry;
@@ -154,7 +156,10 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 		else if (entry->waiters_head == myprocno &&
 				 !lockfence_entry_is_live(entry, now))
 		{
-			/* the holder's lease ran out while we were first in line */
+			/*
+			 * The holder's lease ran out while we were first in line, or a
+			 * hand-off left the lock free for us to take (fence_token.c).
+			 */
 			if (entry->token != 0)
 				lockfence_partition_stats(hashcode)->expiries++;
 			lockfence_entry_free(entry, hashcode, now, wake, &nwake);

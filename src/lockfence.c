@@ -28,6 +28,7 @@ int			lockfence_max_locks = 10000;
 int			lockfence_default_lease_ms = 60000;
 int			lockfence_wait_timeout_ms = 0;
 int			lockfence_max_locks_per_role = 0;
+int			lockfence_token_block_size = 1 << 24;
 
 void		_PG_init(void);
 
@@ -79,6 +80,17 @@ _PG_init(void)
 							10000000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("lockfence.token_block_size",
+							"Fence tokens made durable at a time (a developer option, for tests).",
+							"Each block costs one write and fsync of the state file.",
+							&lockfence_token_block_size,
+							1 << 24,
+							16,
+							1 << 30,
+							PGC_POSTMASTER,
+							GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
 #if PG_VERSION_NUM >= 150000

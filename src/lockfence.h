@@ -200,6 +200,7 @@ extern int	lockfence_max_locks;
 extern int	lockfence_default_lease_ms;
 extern int	lockfence_wait_timeout_ms;
 extern int	lockfence_max_locks_per_role;
+extern int	lockfence_token_block_size;
 
 /* shmem.c */
 extern LockfenceShared *lockfence_shared;
@@ -228,7 +229,10 @@ extern void lockfence_report_role_quota(Oid role);
 
 /* fence_token.c */
 extern void lockfence_token_prepare(void);
+extern void lockfence_token_reserve_ahead(void);
+extern bool lockfence_token_try_reserve_ahead(void);
 extern uint64 lockfence_token_next(void);
+extern bool lockfence_token_next_reserved(uint64 *token);
 
 /*
  * Who presents a token.  A lease belongs to the role that took it; roles

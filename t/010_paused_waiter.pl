@@ -210,7 +210,9 @@ sub paused_first_waiter
 	my $label = 'A3 lease ran out meanwhile';
 	my $st0 = stats();
 	# W1's timeout (2.5 s) ends before the lease (4 s) does, and W1 is frozen
-	# before either.  Nobody touches the lock until W1 is thawed.
+	# before either.  No session touches the lock until W1 is thawed; the
+	# reclaimer frees the expired lease and, skipping W1, whose wait is
+	# over, hands the lock to W2.
 	my ($t0, $w1, $w1pid, $w2, $w2pid, $dl) =
 	  paused_first_waiter('pw:3', ival(4), ival(2.5), $label);
 	my $lease_end = sql(
@@ -219,8 +221,10 @@ sub paused_first_waiter
 		'>', 0, "$label: W1's deadline comes before the end of the lease");
 
 	sql("SELECT pg_sleep_until('$lease_end'::timestamptz + interval '@{[ival(1)]}')");
-	is(sql("SELECT count(*) FROM lockfence.locks WHERE name = 'pw:3'"),
+	is(sql("SELECT count(*) FROM lockfence.locks WHERE name = 'pw:3' AND token = $t0"),
 		'0', "$label: the expired lease is no longer shown as held");
+	is(sql("SELECT holder_pid FROM lockfence.locks WHERE name = 'pw:3'"),
+		$w2pid, "$label: the reclaimer handed the lock to W2 while W1 was still frozen");
 
 	thaw($w1pid, $label);
 	my $thaw_at = sql('SELECT clock_timestamp()');
@@ -381,11 +385,11 @@ SELECT 'tok=' || lockfence.acquire('account:$id', '@{[ival(30)]}', '@{[ival(20)]
 	my $label = 'B3 nobody took over';
 	my ($h, $hpid) = session(on_error_stop => 0);
 	my $ta = $h->query_safe("SELECT lockfence.acquire('account:3', '@{[ival(1)]}')");
+	my $st0 = stats();
 	freeze($hpid, $label);
 	sql(qq{SELECT pg_sleep_until(expires_at + interval '@{[ival(0.5)]}')
 	      FROM lockfence.locks WHERE name = 'account:3'});
 	thaw($hpid, $label);
-	my $st0 = stats();
 	my $err = failing($h,
 		"UPDATE accounts SET balance = 0, fence_token = $ta WHERE id = 3");
 	like($err,
@@ -394,7 +398,8 @@ SELECT 'tok=' || lockfence.acquire('account:$id', '@{[ival(30)]}', '@{[ival(20)]
 	is(balance(3), '1000|', "$label: the row is unchanged");
 	is(sql("SELECT count(*) FROM lockfence.locks WHERE name = 'account:3'"),
 		'0', "$label: the lock is free");
-	# the rejected write reclaimed the expired entry
+	# the reclaimer (or, had it been behind, the rejected write) freed the
+	# expired entry, once
 	stats_delta_is($st0,
 		{ expiries => 1, fence_rejections_lease => 1, grants => 0 }, $label);
 	$h->quit;
