@@ -38,13 +38,27 @@ BEGIN
 END
 $do$;
 
--- Administrators may force-release locks.  Roles are cluster-wide, so the
--- role is created only if another database's install has not done so.
+-- Members of lockfence_admin may force-release locks, see every token and
+-- act on every lease: one grantable role, as PostgreSQL's predefined roles
+-- (pg_signal_backend) are, which an extension cannot create.  Roles are
+-- cluster-wide, so the role is created only if another database's install
+-- has not done so.  A role of that name made by someone else could log in
+-- and would hand its creator those powers: it must be a plain NOLOGIN role
+-- without a password.
 DO $do$
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_authid
                    WHERE rolname OPERATOR(pg_catalog.=) 'lockfence_admin') THEN
         CREATE ROLE lockfence_admin NOLOGIN;
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_authid
+                  WHERE rolname OPERATOR(pg_catalog.=) 'lockfence_admin'
+                    AND (rolcanlogin OR rolpassword IS NOT NULL OR rolsuper
+                         OR rolcreaterole OR rolcreatedb OR rolreplication
+                         OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role "lockfence_admin" exists and is not a plain NOLOGIN role'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Its members get power over every lockfence lock, so lockfence does not adopt a role that can log in, has a password or has attributes.',
+                  HINT = 'Drop the role, or make it plain: ALTER ROLE lockfence_admin NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS PASSWORD NULL.';
     END IF;
 END
 $do$;

@@ -175,6 +175,26 @@ is($node->safe_psql('postgres',
 like($err, qr/permission denied to create extension "lockfence"/,
 	'an ordinary role cannot install the extension');
 
+# a role lockfence_admin made by someone else, able to log in, is not adopted
+$node->safe_psql('postgres', q{
+	CREATE DATABASE fresh;
+	DROP OWNED BY lockfence_admin;
+});
+$node->safe_psql('other', 'DROP EXTENSION IF EXISTS lockfence');
+$node->safe_psql('postgres', q{
+	DROP EXTENSION lockfence;
+	DROP ROLE lockfence_admin;
+	CREATE ROLE lockfence_admin LOGIN PASSWORD 'chosen-by-mallory';
+});
+($ret, $out, $err) = $node->psql('fresh', 'CREATE EXTENSION lockfence');
+like($err, qr/role "lockfence_admin" exists and is not a plain NOLOGIN role/,
+	'CREATE EXTENSION refuses a lockfence_admin that can log in');
+$node->safe_psql('postgres', 'ALTER ROLE lockfence_admin NOLOGIN PASSWORD NULL');
+$node->safe_psql('fresh', 'CREATE EXTENSION lockfence');
+is($node->safe_psql('fresh',
+		"SELECT count(*) FROM pg_extension WHERE extname = 'lockfence'"),
+	'1', 'made plain, it is adopted');
+
 # a schema that a superuser did not create is refused at install
 $node->safe_psql('postgres', 'CREATE DATABASE squat OWNER mallory');
 $node->safe_psql('squat', q{
