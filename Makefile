@@ -75,10 +75,13 @@ demo:
 bench:
 	@./bench/run.sh
 
+bench-scale:
+	@./bench/scale.sh
+
 valgrind:
 	@./tools/valgrind.sh
 
 check-versions:
 	@./tools/check_pg_versions.sh
 
-.PHONY: test demo bench valgrind check-versions test_input
+.PHONY: test demo bench bench-scale valgrind check-versions test_input

@@ -5,20 +5,22 @@
  *	  per partition, and the background worker that turns it.
  *
  * Every entry of the lock table is on exactly one list of its partition:
- * a lease on the wheel slot of the tick in which it ends (ticks of
- * LOCKFENCE_TICK_US, WHEEL_SLOTS slots, so a lease longer than one turn
- * waits in its slot for later turns), anything else (a transaction lock, a
- * new entry) on the partition's list of entries without an end.  Granting,
- * renewing and freeing an entry move it between lists in O(1), under the
- * partition lock that covers the entry anyway (protocol rule 1).
+ * a lease that ends within one turn of the wheel (LOCKFENCE_WHEEL_SLOTS
+ * ticks of LOCKFENCE_TICK_US) on the wheel slot of the tick in which it
+ * ends; a longer lease on the partition's far list; anything else (a
+ * transaction lock, a new entry) on its list of entries without an end.
+ * Granting, renewing and freeing an entry move it between lists in O(1),
+ * under the partition lock that covers the entry anyway (protocol rule 1).
  *
  * Reclaiming expired leases visits only the slots whose tick has passed,
- * one slot at a time under its partition lock alone, so it costs in
- * proportion to the leases that ended (plus longer leases that share their
- * slot), never to the size of the table, and never holds more than one
- * partition lock.  The reclaimer worker does it every tick; a request that
- * finds the table full or its role at its quota does it once itself, in
- * case the worker is behind.
+ * one slot at a time under its partition lock alone.  A slot holds only
+ * leases of its own turn, so this costs in proportion to the leases that
+ * ended, never to the size of the table.  The reclaimer worker does it
+ * every tick; a request that finds the table full or its role at its quota
+ * does it once itself, in case the worker is behind.  The worker also moves
+ * far leases onto the wheel as their end comes within a turn: it looks at
+ * every far lease once per half turn, a slice of the far list per tick, so
+ * that work is spread evenly and never done by a request.
  *
  * The lists also let the lock view read the table partition by partition.
  *
@@ -61,6 +63,8 @@ lockfence_expiry_init(void)
 		LockfencePartitionLists *lists = partition_lists(p);
 
 		dlist_init(&lists->no_end);
+		dlist_init(&lists->far);
+		lists->nfar = 0;
 		for (int s = 0; s < LOCKFENCE_WHEEL_SLOTS; s++)
 			dlist_init(&lists->wheel[s]);
 		lists->done_tick = 0;
@@ -75,16 +79,41 @@ lockfence_expiry_add(LockfenceEntry *entry, uint32 hashcode)
 					&entry->expiry_link);
 }
 
+/* Does a lease that ends at expires_at belong on the far list at now? */
+static inline bool
+is_far(TimestampTz expires_at, TimestampTz now)
+{
+	return tick_of(expires_at) - tick_of(now) >= LOCKFENCE_WHEEL_SLOTS - 1;
+}
+
+/* Take entry off its list. */
+static void
+unlink_entry(LockfencePartitionLists *lists, LockfenceEntry *entry)
+{
+	if (entry->on_far_list)
+	{
+		lists->nfar--;
+		entry->on_far_list = false;
+	}
+	dlist_delete(&entry->expiry_link);
+}
+
 /* Put entry on the list its holder's lease end calls for. */
 void
-lockfence_expiry_track(LockfenceEntry *entry, uint32 hashcode)
+lockfence_expiry_track(LockfenceEntry *entry, uint32 hashcode, TimestampTz now)
 {
 	LockfencePartitionLists *lists =
 		partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS);
 
-	dlist_delete(&entry->expiry_link);
+	unlink_entry(lists, entry);
 	if (entry->token == 0 || entry->scope == LF_SCOPE_XACT)
 		dlist_push_tail(&lists->no_end, &entry->expiry_link);
+	else if (is_far(entry->expires_at, now))
+	{
+		dlist_push_tail(&lists->far, &entry->expiry_link);
+		entry->on_far_list = true;
+		lists->nfar++;
+	}
 	else
 		dlist_push_tail(&lists->wheel[tick_of(entry->expires_at) % LOCKFENCE_WHEEL_SLOTS],
 						&entry->expiry_link);
@@ -92,9 +121,9 @@ lockfence_expiry_track(LockfenceEntry *entry, uint32 hashcode)
 
 /* entry is being removed from the table. */
 void
-lockfence_expiry_remove(LockfenceEntry *entry)
+lockfence_expiry_remove(LockfenceEntry *entry, uint32 hashcode)
 {
-	dlist_delete(&entry->expiry_link);
+	unlink_entry(partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS), entry);
 }
 
 /*
@@ -164,6 +193,58 @@ reclaim_partition(int partition, TimestampTz now)
 	return freed;
 }
 
+/*
+ * Move the far leases of one partition whose end has come within a turn
+ * onto the wheel, looking at a slice of the far list: enough that every far
+ * lease is looked at once per half turn.  A far lease that ended meanwhile
+ * (the worker was stopped) is freed.  One hold of the partition lock.
+ */
+static void
+bring_near_partition(int partition, TimestampTz now)
+{
+	LockfencePartitionLists *lists = partition_lists(partition);
+	LWLock	   *lock = lockfence_partition_lock_by_index(partition);
+	int			wake[MAX_WAKE_PER_FREE];
+	int64		slice;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	slice = lists->nfar / (LOCKFENCE_WHEEL_SLOTS / 2) + 1;
+	for (int64 i = 0; i < slice && !dlist_is_empty(&lists->far); i++)
+	{
+		LockfenceEntry *entry = dlist_container(LockfenceEntry, expiry_link,
+												dlist_head_node(&lists->far));
+		uint32		hashcode = lockfence_key_hash(&entry->key);
+		int			nwake = 0;
+
+		if (!lockfence_entry_is_live(entry, now))
+		{
+			lockfence_partition_stats(hashcode)->expiries++;
+			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			if (nwake > 0)
+			{
+				/* rare: wake the new holder now, without the lock */
+				LWLockRelease(lock);
+				lockfence_wake_procs(wake, nwake);
+				LWLockAcquire(lock, LW_EXCLUSIVE);
+			}
+			continue;
+		}
+		/* near now: onto the wheel; still far: to the back of the list */
+		lockfence_expiry_track(entry, hashcode, now);
+	}
+	LWLockRelease(lock);
+}
+
+/* Every partition's slice of far leases (the reclaimer, every tick). */
+void
+lockfence_expiry_bring_near(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int p = 0; p < LOCKFENCE_NUM_PARTITIONS; p++)
+		bring_near_partition(p, now);
+}
+
 /* Reclaim the expired leases of every partition, one partition at a time. */
 int
 lockfence_expiry_reclaim(void)
@@ -219,6 +300,7 @@ lockfence_reclaimer_main(Datum main_arg)
 		}
 
 		(void) lockfence_expiry_reclaim();
+		lockfence_expiry_bring_near();
 		/* keep durable tokens ahead of the hand-offs at commit */
 		if (!RecoveryInProgress())
 			(void) lockfence_token_try_reserve_ahead();

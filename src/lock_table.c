@@ -99,7 +99,7 @@ entry_grant(LockfenceEntry *entry, uint32 hashcode, int pid, int procno,
 	entry->release_pending = false;
 	entry->acquired_at = now;
 	entry->expires_at = (scope == LF_SCOPE_XACT) ? DT_NOEND : now + lease_us;
-	lockfence_expiry_track(entry, hashcode);
+	lockfence_expiry_track(entry, hashcode, now);
 	lockfence_partition_stats(hashcode)->grants++;
 	return token;
 }
@@ -209,7 +209,7 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 		entry->holder_procno = LOCKFENCE_NO_PROC;
 		entry->pins = 0;
 		entry->release_pending = false;
-		lockfence_expiry_track(entry, hashcode);
+		lockfence_expiry_track(entry, hashcode, now);
 		wake[(*nwake)++] = procno;
 		return;
 	}
@@ -250,7 +250,7 @@ lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	{
 		if (entry->token != 0)
 			lockfence_role_uncharge(entry->holder_role);
-		lockfence_expiry_remove(entry);
+		lockfence_expiry_remove(entry, hashcode);
 		hash_search_with_hash_value(lockfence_hash, &entry->key, hashcode,
 									HASH_REMOVE, NULL);
 	}
@@ -328,6 +328,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		entry->release_pending = false;
 		entry->waiters_head = entry->waiters_tail = LOCKFENCE_NO_PROC;
 		entry->nwaiters = 0;
+		entry->on_far_list = false;
 		lockfence_expiry_add(entry, hashcode);
 	}
 
@@ -486,7 +487,7 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 			TimestampTz old_expiry = entry->expires_at;
 
 			entry->expires_at = now + lease_us;
-			lockfence_expiry_track(entry, hashcode);
+			lockfence_expiry_track(entry, hashcode, now);
 			/* a shorter lease: the first waiter may have to re-arm its timer */
 			if (entry->expires_at < old_expiry &&
 				lockfence_first_waiter_must_watch(entry))

@@ -43,7 +43,7 @@ _PG_init(void)
 							"Each lock slot takes shared memory; changing this needs a restart.",
 							&lockfence_max_locks,
 							10000,
-							LOCKFENCE_NUM_PARTITIONS,	/* one per freelist, see shmem.c */
+							LOCKFENCE_MIN_MAX_LOCKS,
 							10000000,
 							PGC_POSTMASTER,
 							0,

@@ -38,8 +38,16 @@
 /* Longest lock name accepted, in bytes (not counting the terminator). */
 #define LOCKFENCE_NAME_MAXLEN		200
 
-/* Number of LWLock partitions of the lock table; must be a power of 2. */
-#define LOCKFENCE_NUM_PARTITIONS	32
+/*
+ * Number of LWLock partitions of the lock table; must be a power of 2.
+ * Walks over the table (the lock view) hold one partition lock at a time,
+ * so this also bounds how long such a walk holds up the grants of one
+ * partition: at 10,000,000 locks, 78,000 entries.
+ */
+#define LOCKFENCE_NUM_PARTITIONS	128
+
+/* Smallest lockfence.max_locks: one entry per freelist of the dynahash. */
+#define LOCKFENCE_MIN_MAX_LOCKS		32
 
 /* Longest lease and wait timeout accepted (365 days), in microseconds. */
 #define LOCKFENCE_MAX_INTERVAL_US	(INT64CONST(365) * USECS_PER_DAY)
@@ -96,6 +104,7 @@ typedef struct LockfenceEntry
 	int			waiters_tail;	/* procno of the last waiter */
 	int			nwaiters;
 	dlist_node	expiry_link;	/* on one list of its partition (lease_expiry.c) */
+	bool		on_far_list;	/* that list is the partition's far list */
 } LockfenceEntry;
 
 /*
@@ -167,6 +176,8 @@ typedef union LockfencePartitionStatsPadded
 typedef struct LockfencePartitionLists
 {
 	dlist_head	no_end;			/* transaction locks, new entries */
+	dlist_head	far;			/* leases ending after one turn or more */
+	int64		nfar;			/* entries on far */
 	int64		done_tick;		/* the wheel's slots are done up to here */
 	dlist_head	wheel[LOCKFENCE_WHEEL_SLOTS];
 } LockfencePartitionLists;
@@ -294,9 +305,11 @@ extern void lockfence_wake_procs(const int *procnos, int n);
 /* lease_expiry.c */
 extern void lockfence_expiry_init(void);
 extern void lockfence_expiry_add(LockfenceEntry *entry, uint32 hashcode);
-extern void lockfence_expiry_track(LockfenceEntry *entry, uint32 hashcode);
-extern void lockfence_expiry_remove(LockfenceEntry *entry);
+extern void lockfence_expiry_track(LockfenceEntry *entry, uint32 hashcode,
+									TimestampTz now);
+extern void lockfence_expiry_remove(LockfenceEntry *entry, uint32 hashcode);
 extern int	lockfence_expiry_reclaim(void);
+extern void lockfence_expiry_bring_near(void);
 extern void lockfence_expiry_register_worker(void);
 
 /* lock_wait.c */

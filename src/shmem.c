@@ -220,8 +220,9 @@ lockfence_shmem_startup(void)
 
 	/*
 	 * HASH_FIXED_SIZE makes max_locks a hard limit.  A partitioned table
-	 * gives each of its freelists at least one entry, so the limit is exact
-	 * only for max_locks >= LOCKFENCE_NUM_PARTITIONS, the setting's minimum.
+	 * gives each of its 32 freelists at least one entry, so the limit is
+	 * exact only for max_locks >= LOCKFENCE_MIN_MAX_LOCKS, the setting's
+	 * minimum.
 	 */
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(LockfenceKey);

@@ -139,6 +139,7 @@ lockfence_lock_status(PG_FUNCTION_ARGS)
 		LWLockAcquire(lock, LW_SHARED);
 		now = GetCurrentTimestamp();
 		copy_rows(&lists->no_end, now, &rows, &nrows, &maxrows);
+		copy_rows(&lists->far, now, &rows, &nrows, &maxrows);
 		for (int slot = 0; slot < LOCKFENCE_WHEEL_SLOTS; slot++)
 			copy_rows(&lists->wheel[slot], now, &rows, &nrows, &maxrows);
 		LWLockRelease(lock);

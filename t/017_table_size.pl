@@ -40,6 +40,14 @@ ok( $node->poll_query_until('postgres',
 		'SELECT slots_used = 0 FROM lockfence.stats'),
 	'after they end, the reclaimer frees their slots without anyone touching them');
 
+# a long lease (on the far list) renewed to a short one ends on time too
+my $long = sql(q{SELECT lockfence.try_acquire('long', '1 h')});
+is(sql(qq{SELECT lockfence.renew('long', $long, '300 ms')}), 't',
+	'a one-hour lease is renewed to 300 ms');
+ok( $node->poll_query_until('postgres',
+		'SELECT slots_used = 0 FROM lockfence.stats'),
+	'after it ends, the reclaimer frees its slot too');
+
 # 2. a large table, a role at its quota, and a full table
 is(sql(qq{SELECT count(lockfence.try_acquire('held:' || i, '1 h')) FROM generate_series(1, $nheld) i}),
 	$nheld, "$nheld leases are held");
