@@ -16,7 +16,8 @@
 #   view readers      two clients keep reading lockfence.locks; control: two
 #                     clients of CPU work
 #   expiring          SCALE_EXPIRING leases ending within about a second
-#   waiters           SCALE_WAITERS clients queued on one held lock
+#   waiters           SCALE_WAITERS clients queued on one held lock; control:
+#                     as many clients sleeping in pg_sleep
 #   full table        every slot held: the victim's requests are refused
 #
 # Each scenario prints the victim's calls per second and its latency
@@ -104,6 +105,9 @@ SELECT count(*) FROM lockfence.locks;
 EOF
 cat >"$tmp/granter.sql" <<'EOF'
 SELECT public.grant_release('grant:' || :client_id);
+EOF
+cat >"$tmp/sleeper.sql" <<'EOF'
+SELECT pg_sleep(600);
 EOF
 cat >"$tmp/cpu.sql" <<'EOF'
 SELECT count(*) FROM generate_series(1, 100000);
@@ -219,8 +223,18 @@ measure "held $held, 2 clients reading the view" "$control"
 wait
 echo "    view reads: $(sed -n 's/^number of transactions actually processed: //p' "$tmp/reader.out")"
 
-# many waiters on one held lock
+# many waiters on one held lock; control: as many clients in pg_sleep
 if [ "$SCALE_WAITERS" -gt 0 ]; then
+	pgbench -M prepared -c "$SCALE_WAITERS" -j 2 -t 1 -f "$tmp/sleeper.sql" >"$tmp/sleeper.out" 2>&1 &
+	sleeper_pid=$!
+	for _ in $(seq 120); do
+		[ "$(sql -c "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" -ge "$SCALE_WAITERS" ] && break
+		sleep 1
+	done
+	measure "held $held, $SCALE_WAITERS clients in pg_sleep (control)"
+	control=$last
+	sql -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep'" >/dev/null
+	wait "$sleeper_pid" || true
 	sql -c "SELECT lockfence.try_acquire('hot', '1 min')" >/dev/null
 	pgbench -M prepared -c "$SCALE_WAITERS" -j 2 -t 1 -f "$tmp/waiter.sql" >"$tmp/waiter.out" 2>&1 &
 	waiter_pid=$!
@@ -228,7 +242,7 @@ if [ "$SCALE_WAITERS" -gt 0 ]; then
 		[ "$(sql -c "SELECT waiters FROM lockfence.locks WHERE name = 'hot'")" -ge "$SCALE_WAITERS" ] 2>/dev/null && break
 		sleep 1
 	done
-	measure "held $held, $(sql -c "SELECT waiters FROM lockfence.locks WHERE name = 'hot'") waiters on one lock"
+	measure "held $held, $(sql -c "SELECT waiters FROM lockfence.locks WHERE name = 'hot'") waiters on one lock" "$control"
 	sql -c "SELECT lockfence.force_release('hot')" >/dev/null
 	wait "$waiter_pid" || true
 	echo "    waiters served: $(sed -n 's/^number of transactions actually processed: //p' "$tmp/waiter.out")"
