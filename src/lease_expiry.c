@@ -142,6 +142,21 @@ reclaim_partition(int partition, TimestampTz now)
 	int			maxwake = 0;
 	bool		last_visited = false;
 
+	/*
+	 * Nothing to do when the slots are done up to the last tick and the
+	 * current tick's slot is empty.  Read without the lock: a stale answer
+	 * only means that a lease that ended in this very tick waits for the
+	 * next visit.
+	 */
+	if (((volatile LockfencePartitionLists *) lists)->done_tick >= now_tick - 1)
+	{
+		volatile dlist_head *slot = &lists->wheel[now_tick % LOCKFENCE_WHEEL_SLOTS];
+
+		/* an empty dlist_head points at itself (or is zeroed) */
+		if (slot->head.next == NULL || slot->head.next == &slot->head)
+			return 0;
+	}
+
 	for (int turn = 0; turn <= LOCKFENCE_WHEEL_SLOTS; turn++)
 	{
 		int64		tick;

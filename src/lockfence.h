@@ -42,9 +42,9 @@
  * Number of LWLock partitions of the lock table; must be a power of 2.
  * Walks over the table (the lock view) hold one partition lock at a time,
  * so this also bounds how long such a walk holds up the grants of one
- * partition: at 10,000,000 locks, 78,000 entries.
+ * partition: at 10,000,000 locks, 39,000 entries.
  */
-#define LOCKFENCE_NUM_PARTITIONS	128
+#define LOCKFENCE_NUM_PARTITIONS	256
 
 /* Smallest lockfence.max_locks: one entry per freelist of the dynahash. */
 #define LOCKFENCE_MIN_MAX_LOCKS		32
