@@ -72,11 +72,7 @@ is($node->safe_psql('postgres',
 	'5', 'held locks are intact');
 
 # raising the limit takes effect on reload
-$node->append_conf('postgresql.conf', 'lockfence.max_locks_per_role = 0');
-$node->reload;
-$node->poll_query_until('postgres',
-	"SELECT current_setting('lockfence.max_locks_per_role') = '0'")
-  or die 'reload not seen';
+reload_setting('lockfence.max_locks_per_role', 0);
 ($ret, $out, $err) = as_role('alice',
 	"SELECT count(lockfence.try_acquire('more:' || i, '1 h')) FROM generate_series(1, 20) i");
 is($out, '20', 'with no per-role limit alice takes twenty more');
@@ -96,11 +92,7 @@ is($node->safe_psql('postgres',
 # back to a quota of 5 in an empty table
 $node->safe_psql('postgres',
 	"SELECT count(lockfence.force_release(name)) FROM lockfence.locks");
-$node->append_conf('postgresql.conf', 'lockfence.max_locks_per_role = 5');
-$node->reload;
-$node->poll_query_until('postgres',
-	"SELECT current_setting('lockfence.max_locks_per_role') = '5'")
-  or die 'the quota was not reloaded';
+reload_setting('lockfence.max_locks_per_role', 5);
 ($ret, $out, $err) = as_role('alice',
 	"SELECT count(lockfence.try_acquire('long:' || i, '1 h')) FROM generate_series(1, 5) i");
 is($out, '5', 'alice holds five locks again');

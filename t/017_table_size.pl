@@ -33,7 +33,7 @@ sql(q{
 });
 
 # 1. short leases, then nobody touches them
-is(sql(q{SELECT count(lockfence.try_acquire('short:' || i, '300 ms')) FROM generate_series(1, 1000) i}),
+is(sql(qq{SELECT count(lockfence.try_acquire('short:' || i, '@{[ival(3)]}')) FROM generate_series(1, 1000) i}),
 	'1000', 'a thousand short leases are granted');
 is(sql('SELECT slots_used FROM lockfence.stats'), '1000', 'they use a thousand slots');
 ok( $node->poll_query_until('postgres',
@@ -42,8 +42,8 @@ ok( $node->poll_query_until('postgres',
 
 # a long lease (on the far list) renewed to a short one ends on time too
 my $long = sql(q{SELECT lockfence.try_acquire('long', '1 h')});
-is(sql(qq{SELECT lockfence.renew('long', $long, '300 ms')}), 't',
-	'a one-hour lease is renewed to 300 ms');
+is(sql(qq{SELECT lockfence.renew('long', $long, '@{[ival(0.3)]}')}), 't',
+	'a one-hour lease is renewed to a short one');
 ok( $node->poll_query_until('postgres',
 		'SELECT slots_used = 0 FROM lockfence.stats'),
 	'after it ends, the reclaimer frees its slot too');
@@ -51,11 +51,7 @@ ok( $node->poll_query_until('postgres',
 # 2. a large table, a role at its quota, and a full table
 is(sql(qq{SELECT count(lockfence.try_acquire('held:' || i, '1 h')) FROM generate_series(1, $nheld) i}),
 	$nheld, "$nheld leases are held");
-$node->append_conf('postgresql.conf', 'lockfence.max_locks_per_role = 2');
-$node->reload;
-$node->poll_query_until('postgres',
-	"SELECT current_setting('lockfence.max_locks_per_role') = '2'")
-  or die 'the quota was not reloaded';
+reload_setting('lockfence.max_locks_per_role', 2);
 
 # the median time of 21 refused requests, measured in the server
 sub median_ms
@@ -90,11 +86,7 @@ note "median ms of an over-quota refusal: $quota_ms";
 cmp_ok($quota_ms, '<', 2,
 	"a role at its quota is refused in $quota_ms ms with $nheld leases held");
 
-$node->append_conf('postgresql.conf', 'lockfence.max_locks_per_role = 0');
-$node->reload;
-$node->poll_query_until('postgres',
-	"SELECT current_setting('lockfence.max_locks_per_role') = '0'")
-  or die 'the quota was not reloaded';
+reload_setting('lockfence.max_locks_per_role', 0);
 my ($ret, $out, $err) = $node->psql('postgres',
 	qq{SELECT count(lockfence.try_acquire('fill:' || i, '1 h')) FROM generate_series(1, $max_locks) i});
 like($err, qr/lockfence lock table is full/, 'then the table is filled up');

@@ -35,7 +35,7 @@ use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(
   under_valgrind normal_or_valgrind secs ival
-  start_preloaded_node set_node sql
+  start_preloaded_node set_node sql reload_setting
   session failing start_wait wait_stream wait_out wait_err has_output
   finish_dead_session
   wait_waiters lock_columns stats stats_delta_is secs_between
@@ -95,6 +95,20 @@ sub _node
 sub sql
 {
 	return _node()->safe_psql('postgres', $_[0]);
+}
+
+# Set a reloadable server setting in postgresql.conf, reload, and wait
+# until new sessions see it.
+sub reload_setting
+{
+	my ($name, $value) = @_;
+	my $n = _node();
+	$n->append_conf('postgresql.conf', "$name = $value");
+	$n->reload;
+	$n->poll_query_until('postgres',
+		"SELECT current_setting('$name') = '$value'")
+	  or die "$name = $value was not reloaded";
+	return;
 }
 
 ########################################################################

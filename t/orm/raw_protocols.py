@@ -26,66 +26,22 @@ the lockfence extension must already exist.  Prints one "ok - ..." or
 Waits are multiplied by LF_TIME_SCALE (default 1).
 """
 
-import os
 import random
-import sys
 import threading
 import time
-import traceback
 
 import psycopg2
 import psycopg2.errors
 
-SCALE = float(os.environ.get("LF_TIME_SCALE", "1"))
+import tap_checks
+from tap_checks import SCALE, check, fail, finish, out, watchdog
+
 PREFIX = "raw"
 THREADS = 8
 SUCCESSES = 20
 STALE_MESSAGE = 'row in relation "raw_counter" was changed by another transaction'
 
-checks = 0
-failures = 0
-
-
-def out(line):
-    print(line, flush=True)
-
-
-def check(label, got, want):
-    global checks, failures
-    checks += 1
-    if got == want:
-        out(f"ok - {PREFIX}: {label}")
-    else:
-        failures += 1
-        out(f"not ok - {PREFIX}: {label}")
-        out(f"#   got:  {got!r}")
-        out(f"#   want: {want!r}")
-
-
-def fail(label, exc):
-    """An unexpected exception: a failed check, with where it happened."""
-    global checks, failures
-    checks += 1
-    failures += 1
-    out(f"not ok - {PREFIX}: {label}: unexpected {type(exc).__name__}")
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == __file__:
-            out(f"#   line {frame.lineno}, in {frame.name}: {frame.line}")
-    for part in str(exc).rstrip("\n").split("\n"):
-        out(f"#   {part}")
-
-
-def finish():
-    out(f"done: {checks} checks, {failures} failed")
-    sys.stdout.flush()
-    os._exit(0 if failures == 0 and checks > 0 else 1)
-
-
-def watchdog():
-    out(f"not ok - {PREFIX}: the script finished within {60 * SCALE:g} s")
-    out(f"done: {checks + 1} checks, {failures + 1} failed")
-    sys.stdout.flush()
-    os._exit(1)
+tap_checks.prefix = PREFIX
 
 
 def query(sql, args=None):
