@@ -182,7 +182,7 @@ $node->safe_psql('postgres', q{
 });
 $node->safe_psql('other', 'DROP EXTENSION IF EXISTS lockfence');
 $node->safe_psql('postgres', q{
-	DROP EXTENSION lockfence;
+	DROP EXTENSION lockfence CASCADE;
 	DROP ROLE lockfence_admin;
 	CREATE ROLE lockfence_admin LOGIN PASSWORD 'chosen-by-mallory';
 });
