@@ -222,6 +222,10 @@ bring_near_partition(int partition, TimestampTz now)
 	int			wake[MAX_WAKE_PER_FREE];
 	int64		slice;
 
+	/* read without the lock: a far lease added meanwhile waits a tick */
+	if (((volatile LockfencePartitionLists *) lists)->nfar == 0)
+		return;
+
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	slice = lists->nfar / (LOCKFENCE_WHEEL_SLOTS / 2) + 1;
 	for (int64 i = 0; i < slice && !dlist_is_empty(&lists->far); i++)
