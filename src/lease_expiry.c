@@ -75,6 +75,7 @@ lockfence_expiry_init(void)
 void
 lockfence_expiry_add(LockfenceEntry *entry, uint32 hashcode)
 {
+	entry->on_far_list = false;
 	dlist_push_tail(&partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS)->no_end,
 					&entry->expiry_link);
 }

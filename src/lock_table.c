@@ -66,6 +66,18 @@ entry_held_by(const LockfenceEntry *entry, uint64 token, TimestampTz now,
 		caller_may_act(caller, entry->holder_role);
 }
 
+/* No holder: the fields of a new entry, or of one left free with waiters. */
+static void
+entry_clear_holder(LockfenceEntry *entry)
+{
+	entry->token = 0;
+	entry->holder_role = InvalidOid;
+	entry->holder_pid = 0;
+	entry->holder_procno = LOCKFENCE_NO_PROC;
+	entry->pins = 0;
+	entry->release_pending = false;
+}
+
 /*
  * Make (pid, procno) the holder with a new token, charging the slot to role.
  * A grant to the calling request itself (for_self) may write the token
@@ -204,11 +216,7 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 		 */
 		if (entry->token != 0)
 			lockfence_role_uncharge(entry->holder_role);
-		entry->token = 0;
-		entry->holder_pid = 0;
-		entry->holder_procno = LOCKFENCE_NO_PROC;
-		entry->pins = 0;
-		entry->release_pending = false;
+		entry_clear_holder(entry);
 		lockfence_expiry_track(entry, hashcode, now);
 		wake[(*nwake)++] = procno;
 		return;
@@ -320,15 +328,9 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 	}
 	if (!found)
 	{
-		entry->token = 0;
-		entry->holder_role = InvalidOid;
-		entry->holder_pid = 0;
-		entry->holder_procno = LOCKFENCE_NO_PROC;
-		entry->pins = 0;
-		entry->release_pending = false;
+		entry_clear_holder(entry);
 		entry->waiters_head = entry->waiters_tail = LOCKFENCE_NO_PROC;
 		entry->nwaiters = 0;
-		entry->on_far_list = false;
 		lockfence_expiry_add(entry, hashcode);
 	}
 

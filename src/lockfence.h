@@ -235,7 +235,6 @@ extern Size lockfence_role_quota_shmem_size(void);
 extern void lockfence_role_quota_shmem_init(void);
 extern bool lockfence_role_charge(Oid role, bool enforce);
 extern void lockfence_role_uncharge(Oid role);
-extern bool lockfence_role_at_quota(Oid role);
 extern void lockfence_report_role_quota(Oid role);
 
 /* fence_token.c */

@@ -201,23 +201,11 @@ lockfence_role_uncharge(Oid role)
 	LWLockRelease(lockfence_role_lock());
 }
 
-/* Would one more slot put role over its quota? */
-bool
-lockfence_role_at_quota(Oid role)
-{
-	pg_atomic_uint64 *slot;
-
-	if (lockfence_max_locks_per_role <= 0)
-		return false;
-	slot = find_slot(role);
-	return slot != NULL &&
-		SLOT_COUNT(pg_atomic_read_u64(slot)) >= (uint32) lockfence_max_locks_per_role;
-}
-
 void
 lockfence_report_role_quota(Oid role)
 {
-	if (!lockfence_role_at_quota(role) && find_slot(role) == NULL)
+	/* a charge is refused at the quota, or for a role that got no slot */
+	if (find_slot(role) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many roles hold lockfence locks"),

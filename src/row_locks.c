@@ -378,6 +378,17 @@ get_plans(Oid relid, Oid keytype, int mode)
 	return plans;
 }
 
+/* Run a cached read-only or locking plan; return how many rows it found. */
+static uint64
+run_plan(SPIPlanPtr plan, Datum *values, bool read_only)
+{
+	int			rc = SPI_execute_plan(plan, values, NULL, read_only, 1);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
 /* Refuse a key that plan (exact_plan or exact_array_plan) finds inexact. */
 static void
 check_keys_exact(RowLockPlans *plans, SPIPlanPtr plan, Datum keys)
@@ -386,10 +397,7 @@ check_keys_exact(RowLockPlans *plans, SPIPlanPtr plan, Datum keys)
 
 	if (plan == NULL)
 		return;
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed: %s",
-			 SPI_result_code_string(SPI_result));
-	if (SPI_processed > 0)
+	if (run_plan(plan, values, true) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("key \"%s\" does not convert exactly to the primary key of table \"%s\"",
@@ -493,17 +501,6 @@ get_timeout_ms(FunctionCallInfo fcinfo, int argno, bool *given)
 						INT_MAX),
 				 errhint("A timeout of 0 waits without a limit.")));
 	return timeout_ms;
-}
-
-/* Run a cached read-only or locking plan; return how many rows it found. */
-static uint64
-run_plan(SPIPlanPtr plan, Datum *values, bool read_only)
-{
-	int			rc = SPI_execute_plan(plan, values, NULL, read_only, 1);
-
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));
-	return SPI_processed;
 }
 
 /* Lock one row; false when there is no row with that key. */

@@ -34,7 +34,7 @@ import psycopg2
 import psycopg2.errors
 
 import tap_checks
-from tap_checks import SCALE, check, fail, finish, out, watchdog
+from tap_checks import SCALE, check, out
 
 PREFIX = "raw"
 THREADS = 8
@@ -185,9 +185,6 @@ def concurrent_increments():
 
 
 def main():
-    timer = threading.Timer(60 * SCALE, watchdog)
-    timer.daemon = True
-    timer.start()
     setup()
     try:
         single_connection_checks()
@@ -201,8 +198,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:
-        fail("script", e)
-    finish()
+    tap_checks.run(main)

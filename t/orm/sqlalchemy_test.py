@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, declarative_base, declared_attr
 from sqlalchemy.orm.exc import StaleDataError
 
 import tap_checks
-from tap_checks import SCALE, check, fail, finish, out, watchdog
+from tap_checks import SCALE, check, fail, out
 
 PREFIX = "sqlalchemy"
 
@@ -490,10 +490,6 @@ def run(name, fn, M, *args):
 
 
 def main():
-    timer = threading.Timer(60 * SCALE, watchdog)
-    timer.daemon = True
-    timer.start()
-
     # the engine's URL names nothing: libpq's environment decides
     with engine.connect() as c:
         db, user, port, sockets = c.execute(text(
@@ -540,8 +536,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:
-        fail("script", e)
-    finish()
+    tap_checks.run(main)

@@ -8,6 +8,7 @@ multiplied by SCALE (LF_TIME_SCALE, stretched under make valgrind).
 
 import os
 import sys
+import threading
 import traceback
 
 SCALE = float(os.environ.get("LF_TIME_SCALE", "1"))
@@ -59,3 +60,16 @@ def watchdog():
     out(f"done: {checks + 1} checks, {failures + 1} failed")
     sys.stdout.flush()
     os._exit(1)
+
+
+def run(main):
+    """Run a client's main() under the watchdog; an exception is a failed
+    check; then the done line and the exit status."""
+    timer = threading.Timer(60 * SCALE, watchdog)
+    timer.daemon = True
+    timer.start()
+    try:
+        main()
+    except Exception as e:
+        fail("script", e)
+    finish()
