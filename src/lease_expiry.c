@@ -22,7 +22,10 @@
  * every far lease once per half turn, a slice of the far list per tick, so
  * that work is spread evenly and never done by a request.
  *
- * The lists also let the lock view read the table partition by partition.
+ * Every entry is also on its partition's members list from its creation to
+ * its removal, in creation order, whatever its lease does: the lock view
+ * walks that list in slices (views.c), and an entry that stays in place is
+ * neither missed nor seen twice when others move between wheel slots.
  *
  *-------------------------------------------------------------------------
  */
@@ -68,16 +71,25 @@ lockfence_expiry_init(void)
 		for (int s = 0; s < LOCKFENCE_WHEEL_SLOTS; s++)
 			dlist_init(&lists->wheel[s]);
 		lists->done_tick = 0;
+		dlist_init(&lists->members);
+		lists->next_member_seq = 0;
 	}
 }
 
-/* A new entry: on the list without an end until it is granted. */
+/*
+ * A new entry: on the list without an end until it is granted, and at the
+ * end of the members list.
+ */
 void
 lockfence_expiry_add(LockfenceEntry *entry, uint32 hashcode)
 {
+	LockfencePartitionLists *lists =
+		partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS);
+
 	entry->on_far_list = false;
-	dlist_push_tail(&partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS)->no_end,
-					&entry->expiry_link);
+	dlist_push_tail(&lists->no_end, &entry->expiry_link);
+	entry->member_seq = lists->next_member_seq++;
+	dlist_push_tail(&lists->members, &entry->member_link);
 }
 
 /* Does a lease that ends at expires_at belong on the far list at now? */
@@ -125,6 +137,7 @@ void
 lockfence_expiry_remove(LockfenceEntry *entry, uint32 hashcode)
 {
 	unlink_entry(partition_lists(hashcode % LOCKFENCE_NUM_PARTITIONS), entry);
+	dlist_delete(&entry->member_link);
 }
 
 /*

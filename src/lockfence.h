@@ -105,6 +105,8 @@ typedef struct LockfenceEntry
 	int			nwaiters;
 	dlist_node	expiry_link;	/* on one list of its partition (lease_expiry.c) */
 	bool		on_far_list;	/* that list is the partition's far list */
+	dlist_node	member_link;	/* on its partition's members list */
+	uint64		member_seq;		/* its place there: creation order */
 } LockfenceEntry;
 
 /*
@@ -125,6 +127,7 @@ typedef struct LockfenceWaiter
 	int64		lease_us;
 	TimestampTz deadline;		/* end of its wait, 0 for none */
 	LockfenceEntry *entry;		/* the entry whose queue holds this slot */
+	dlist_node	view_cursor;	/* where its lock-view walk resumes (views.c) */
 } LockfenceWaiter;
 
 /* Counters kept per partition, updated under the partition lock. */
@@ -168,7 +171,9 @@ typedef union LockfencePartitionStatsPadded
 /*
  * The lists of one partition (lease_expiry.c): its leases by the tick in
  * which they end, on a wheel of LOCKFENCE_WHEEL_SLOTS slots, and its other
- * entries.  Changed under the partition lock.
+ * entries; and, for the lock view, all its entries in the order they were
+ * created, which never changes while they exist.  Changed under the
+ * partition lock.
  */
 #define LOCKFENCE_TICK_US		INT64CONST(100000)	/* 100 ms */
 #define LOCKFENCE_WHEEL_SLOTS	512 /* one turn: 51.2 s */
@@ -180,6 +185,8 @@ typedef struct LockfencePartitionLists
 	int64		nfar;			/* entries on far */
 	int64		done_tick;		/* the wheel's slots are done up to here */
 	dlist_head	wheel[LOCKFENCE_WHEEL_SLOTS];
+	dlist_head	members;		/* every entry, oldest first; view cursors */
+	uint64		next_member_seq;	/* member_seq of the next entry */
 } LockfencePartitionLists;
 
 typedef union LockfencePartitionListsPadded

@@ -7,8 +7,8 @@
  * lockfence.locks shows the live locks of the current database only, and
  * a lock's token only to roles with the privileges of the role that holds it
  * (and to superusers and lockfence_admin): a token is the capability to
- * renew or release a lease.  It reads one partition at a time (see
- * lockfence_lock_status).
+ * renew or release a lease.  It reads one partition at a time, in slices
+ * (see walk_partition).
  *
  * lockfence.stats sums the per-partition counters without locks: each
  * counter is a 64-bit word read atomically, and the sum is a snapshot that
@@ -21,6 +21,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -72,101 +73,200 @@ typedef struct LockRow
 	int			pins;
 } LockRow;
 
-/* Copy the live entries of this database on list into *rows. */
-static void
-copy_rows(dlist_head *list, TimestampTz now, LockRow **rows, int *nrows,
-		  int *maxrows)
+/*
+ * Entries looked at per hold of a partition lock: bounds how long the view
+ * holds up the lock calls of one partition (about 10 us), whatever the
+ * table's size.
+ */
+#define VIEW_SLICE_ENTRIES	256
+
+/*
+ * The partition whose members list holds this backend's cursor between two
+ * slices of a walk, or -1.  The cursor itself is a list node in this
+ * backend's waiter slot, so that it lives in shared memory with the list.
+ */
+static int	cursor_partition = -1;
+
+static dlist_node *
+my_cursor(void)
 {
-	dlist_iter	iter;
+	return &lockfence_shared->waiters[lockfence_my_procno()].view_cursor;
+}
 
-	dlist_foreach(iter, list)
+/* Is node some backend's cursor rather than an entry? */
+static bool
+is_cursor(const dlist_node *node)
+{
+	const char *first = (const char *) &lockfence_shared->waiters[0];
+	const char *end = (const char *) &lockfence_shared->waiters[lockfence_waiter_slots()];
+
+	return (const char *) node >= first && (const char *) node < end;
+}
+
+/*
+ * Take this backend's cursor off the list it is on, if any: the end of a
+ * partition's walk, or an error or exit in the middle of one.
+ */
+static void
+unlink_cursor(int code, Datum arg)
+{
+	LWLock	   *lock;
+
+	if (cursor_partition < 0)
+		return;
+	lock = lockfence_partition_lock_by_index(cursor_partition);
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	dlist_delete(my_cursor());
+	cursor_partition = -1;
+	LWLockRelease(lock);
+}
+
+/* Copy what the view shows of entry into row. */
+static void
+copy_row(const LockfenceEntry *entry, LockRow *row)
+{
+	memcpy(row->name, entry->key.name, sizeof(row->name));	/* same size */
+	row->token = entry->token;
+	row->holder_role = entry->holder_role;
+	row->holder_pid = entry->holder_pid;
+	row->scope = entry->scope;
+	row->acquired_at = entry->acquired_at;
+	row->expires_at = entry->expires_at;
+	row->nwaiters = entry->nwaiters;
+	row->pins = entry->pins;
+}
+
+/* Append the copied rows to the view's result. */
+static void
+put_rows(ReturnSetInfo *rsinfo, const LockRow *rows, int nrows,
+		 bool sees_all_tokens)
+{
+	for (int r = 0; r < nrows; r++)
 	{
-		LockfenceEntry *entry = dlist_container(LockfenceEntry, expiry_link,
-												iter.cur);
-		LockRow    *row;
+		Datum		values[LOCK_STATUS_COLS];
+		bool		nulls[LOCK_STATUS_COLS] = {0};
+		const LockRow *row = &rows[r];
 
-		if (entry->key.dbid != MyDatabaseId ||
-			!lockfence_entry_is_live(entry, now))
-			continue;
-		if (*nrows == *maxrows)
-		{
-			*maxrows *= 2;
-			*rows = repalloc(*rows, *maxrows * sizeof(LockRow));
-		}
-		row = &(*rows)[(*nrows)++];
-		memcpy(row->name, entry->key.name, sizeof(row->name));	/* same size */
-		row->token = entry->token;
-		row->holder_role = entry->holder_role;
-		row->holder_pid = entry->holder_pid;
-		row->scope = entry->scope;
-		row->acquired_at = entry->acquired_at;
-		row->expires_at = entry->expires_at;
-		row->nwaiters = entry->nwaiters;
-		row->pins = entry->pins;
+		values[0] = CStringGetTextDatum(row->name);
+		if (sees_all_tokens || has_privs_of_role(GetUserId(), row->holder_role))
+			values[1] = Int64GetDatum((int64) row->token);
+		else
+			nulls[1] = true;
+		values[2] = Int32GetDatum(row->holder_pid);
+		values[3] = BoolGetDatum(row->scope == LF_SCOPE_SESSION);
+		values[4] = TimestampTzGetDatum(row->acquired_at);
+		if (row->scope == LF_SCOPE_XACT)
+			nulls[5] = true;
+		else
+			values[5] = TimestampTzGetDatum(row->expires_at);
+		values[6] = Int32GetDatum(row->nwaiters);
+		values[7] = Int32GetDatum(row->pins);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 }
 
 /*
- * lockfence.locks, read one partition at a time: each partition's live
- * entries are copied (the output columns only) under that partition's lock
- * alone, and its rows go into the tuplestore, which spills to disk past
- * work_mem, before the next partition is read.  So the view holds up no
- * more than 1/LOCKFENCE_NUM_PARTITIONS of the lock calls at a time, and
- * never needs memory for the whole table.  The rows are a consistent
- * picture of each partition, not of the whole table at one instant.
+ * Walk one partition's members list, VIEW_SLICE_ENTRIES entries per hold of
+ * its lock, putting the live locks of this database into the result between
+ * holds.  Between two holds the cursor marks the place: entries before it
+ * may be removed and new ones appended meanwhile, and the list moves
+ * nothing else.  Only entries that existed when the walk of the partition
+ * began are shown, so a lock that stays held throughout shows exactly once,
+ * and a name released and taken again meanwhile at most once.  Moving the
+ * cursor changes the list, so the walk takes the lock in exclusive mode.
+ */
+static void
+walk_partition(int partition, ReturnSetInfo *rsinfo, LockRow *rows,
+			   bool sees_all_tokens)
+{
+	LockfencePartitionLists *lists = &lockfence_shared->lists[partition].lists;
+	LWLock	   *lock = lockfence_partition_lock_by_index(partition);
+	dlist_node *end = &lists->members.head;
+	dlist_node *cursor = my_cursor();
+	uint64		end_seq = 0;
+	bool		started = false;
+	bool		done = false;
+
+	while (!done)
+	{
+		dlist_node *node;
+		TimestampTz now;
+		int			nrows = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		now = GetCurrentTimestamp();
+		if (!started)
+		{
+			end_seq = lists->next_member_seq;
+			node = end->next;
+			started = true;
+		}
+		else
+		{
+			node = cursor->next;
+			dlist_delete(cursor);
+			cursor_partition = -1;
+		}
+
+		for (int visited = 0; node != end && visited < VIEW_SLICE_ENTRIES;
+			 visited++, node = node->next)
+		{
+			LockfenceEntry *entry;
+
+			if (is_cursor(node))
+				continue;		/* another backend's walk */
+			entry = dlist_container(LockfenceEntry, member_link, node);
+			if (entry->member_seq >= end_seq)
+			{
+				node = end;		/* the rest came after the walk began */
+				break;
+			}
+			if (entry->key.dbid == MyDatabaseId &&
+				lockfence_entry_is_live(entry, now))
+				copy_row(entry, &rows[nrows++]);
+		}
+
+		if (node == end)
+			done = true;
+		else
+		{
+			dlist_insert_before(node, cursor);
+			cursor_partition = partition;
+		}
+		LWLockRelease(lock);
+
+		put_rows(rsinfo, rows, nrows, sees_all_tokens);
+	}
+}
+
+/*
+ * lockfence.locks, read one partition at a time and each partition in
+ * slices (walk_partition): no lock call waits for the view longer than one
+ * slice takes, and the rows go into the tuplestore, which spills to disk
+ * past work_mem, so the view never needs memory for the whole table.  The
+ * rows are not a picture of the whole table at one instant: each row was
+ * true when its slice was read.
  */
 Datum
 lockfence_lock_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	LockRow    *rows;
-	int			maxrows = 64;
 	bool		sees_all_tokens;
 
 	lockfence_check_loaded();
 	InitMaterializedSRF(fcinfo, 0);
 	sees_all_tokens = lockfence_is_admin();
-	rows = palloc(maxrows * sizeof(LockRow));
+	rows = palloc(VIEW_SLICE_ENTRIES * sizeof(LockRow));
 
-	for (int p = 0; p < LOCKFENCE_NUM_PARTITIONS; p++)
+	Assert(cursor_partition < 0);
+	PG_ENSURE_ERROR_CLEANUP(unlink_cursor, (Datum) 0);
 	{
-		LockfencePartitionLists *lists = &lockfence_shared->lists[p].lists;
-		LWLock	   *lock = lockfence_partition_lock_by_index(p);
-		TimestampTz now;
-		int			nrows = 0;
-
-		CHECK_FOR_INTERRUPTS();
-		LWLockAcquire(lock, LW_SHARED);
-		now = GetCurrentTimestamp();
-		copy_rows(&lists->no_end, now, &rows, &nrows, &maxrows);
-		copy_rows(&lists->far, now, &rows, &nrows, &maxrows);
-		for (int slot = 0; slot < LOCKFENCE_WHEEL_SLOTS; slot++)
-			copy_rows(&lists->wheel[slot], now, &rows, &nrows, &maxrows);
-		LWLockRelease(lock);
-
-		for (int r = 0; r < nrows; r++)
-		{
-			Datum		values[LOCK_STATUS_COLS];
-			bool		nulls[LOCK_STATUS_COLS] = {0};
-			LockRow    *row = &rows[r];
-
-			values[0] = CStringGetTextDatum(row->name);
-			if (sees_all_tokens || has_privs_of_role(GetUserId(), row->holder_role))
-				values[1] = Int64GetDatum((int64) row->token);
-			else
-				nulls[1] = true;
-			values[2] = Int32GetDatum(row->holder_pid);
-			values[3] = BoolGetDatum(row->scope == LF_SCOPE_SESSION);
-			values[4] = TimestampTzGetDatum(row->acquired_at);
-			if (row->scope == LF_SCOPE_XACT)
-				nulls[5] = true;
-			else
-				values[5] = TimestampTzGetDatum(row->expires_at);
-			values[6] = Int32GetDatum(row->nwaiters);
-			values[7] = Int32GetDatum(row->pins);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
+		for (int p = 0; p < LOCKFENCE_NUM_PARTITIONS; p++)
+			walk_partition(p, rsinfo, rows, sees_all_tokens);
 	}
+	PG_END_ENSURE_ERROR_CLEANUP(unlink_cursor, (Datum) 0);
 	pfree(rows);
 
 	return (Datum) 0;

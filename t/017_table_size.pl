@@ -6,8 +6,9 @@
 #   2. with 190,000 leases held, a role at its quota and a full table are
 #      answered about as fast as a grant (each walked the whole table under
 #      every partition lock: about 30 ms here, 154 ms at 1M slots);
-#   3. lockfence.locks reads such a table partition by partition, and shows
-#      every live lock.
+#   3. lockfence.locks reads such a table partition by partition, a slice
+#      at a time, and shows every live lock once, also while locks come
+#      and go; a walk cut short by a cancel or an exit leaves nothing behind.
 
 use strict;
 use warnings;
@@ -15,13 +16,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 use FindBin;
 use lib $FindBin::RealBin;
 use LockfenceTest;
 
 my $nheld = normal_or_valgrind(190000, 19000);
-my $max_locks = $nheld + 1000;
+my $max_locks = $nheld + 4000;
 my $node = start_preloaded_node('table_size', qq{
 lockfence.max_locks = $max_locks
 lockfence.max_locks_per_role = 0
@@ -96,10 +98,94 @@ note "median ms: a request meeting a full table $full_ms";
 cmp_ok($full_ms, '<', 2,
 	"a full table is reported in $full_ms ms");
 
-# 3. the view, partition by partition
+# 3. the view, partition by partition, in slices
 is(sql(q{SELECT count(*), count(*) FILTER (WHERE name LIKE 'held:%') FROM lockfence.locks}),
 	sql('SELECT slots_used FROM lockfence.stats') . "|$nheld",
 	'lockfence.locks shows every live lock of a large table');
+
+# Read it while another session renews leases (which moves them between
+# the expiry lists), takes and frees new locks, and frees and retakes held
+# ones (which removes their entries and creates new ones at the end of the
+# partition's list).  Every lock held throughout shows exactly once, and no
+# name twice.
+sql(q{SELECT count(lockfence.force_release(name)) FROM lockfence.locks WHERE name LIKE 'fill:%'});
+sql('CREATE TABLE stop_churn (stop bool)');
+my ($churn) = session();
+$churn->query_safe(q{
+	CREATE TEMP TABLE renewed AS
+		SELECT 'renewed:' || i AS name, lockfence.try_acquire('renewed:' || i, '1 h') AS token
+		FROM generate_series(1, 2000) i;
+	CREATE TEMP TABLE retaken AS
+		SELECT 'retaken:' || i AS name, lockfence.try_acquire('retaken:' || i, '1 h') AS token
+		FROM generate_series(1, 500) i;
+});
+my $renewals_before = stats()->{renewals};
+start_wait($churn, q{
+DO $$
+DECLARE
+	r record;
+	n int := 0;
+BEGIN
+	WHILE NOT EXISTS (SELECT FROM stop_churn) LOOP
+		n := n + 1;
+		FOR r IN SELECT * FROM renewed LOOP
+			IF NOT lockfence.renew(r.name, r.token,
+								   CASE WHEN n % 2 = 0 THEN interval '30 s' ELSE interval '1 h' END) THEN
+				RAISE EXCEPTION 'lease % was lost', r.name;
+			END IF;
+		END LOOP;
+		UPDATE retaken SET token = lockfence.try_acquire(name, '1 h')
+			WHERE lockfence.release(name, token);
+		PERFORM lockfence.release('churn:' || i, lockfence.try_acquire('churn:' || i, '1 h'))
+			FROM generate_series(1, 500) i;
+	END LOOP;
+END $$;
+\echo churned
+});
+for my $read (1 .. 8)
+{
+	is(sql(q{SELECT count(*) FILTER (WHERE name LIKE 'held:%'),
+					count(*) FILTER (WHERE name LIKE 'renewed:%'),
+					count(*) FILTER (WHERE name LIKE 'retaken:%') <= 500,
+					count(*) = count(DISTINCT name)
+			 FROM lockfence.locks}),
+		"$nheld|2000|t|t",
+		"read $read while locks come and go: every held lock once, no name twice");
+}
+
+# A walk that is cancelled, or whose backend exits, in the middle leaves no
+# trace: the next walks of the same backend slot find every lock.
+my ($reader, $reader_pid) = session(on_error_stop => 0);
+like(failing($reader, q{SET statement_timeout = '10ms'; SELECT count(*) FROM lockfence.locks}),
+	qr/57014/, 'a walk cancelled by statement_timeout');
+$reader->query_safe('RESET statement_timeout');
+is($reader->query_safe(q{SELECT count(*) FILTER (WHERE name LIKE 'held:%') FROM lockfence.locks}),
+	$nheld, 'the next walk of that session finds every lock');
+start_wait($reader, q{
+DO $$ BEGIN LOOP PERFORM count(*) FROM lockfence.locks; END LOOP; END $$;});
+usleep(300_000);
+is(sql("SELECT pg_terminate_backend($reader_pid)"), 't',
+	'a session is terminated while it reads the view');
+finish_dead_session($reader, 'its psql exits');
+for my $i (1 .. 3)
+{
+	my ($s) = session();
+	is($s->query_safe(q{SELECT count(*) FILTER (WHERE name LIKE 'held:%'),
+							   count(*) FILTER (WHERE name LIKE 'renewed:%'),
+							   count(*) = count(DISTINCT name)
+						FROM lockfence.locks}),
+		"$nheld|2000|t", "walk $i of a new session after that finds every lock once");
+	$s->quit;
+}
+
+sql('INSERT INTO stop_churn VALUES (true)');
+wait_out($churn, qr/churned/, 'the churning session ran to the end without losing a lease');
+cmp_ok(stats()->{renewals} - $renewals_before, '>=', 2 * 2000,
+	'it renewed every lease at least twice meanwhile');
+$churn->quit;
+is(sql(q{SELECT count(*) FROM lockfence.locks}),
+	sql('SELECT slots_used FROM lockfence.stats'),
+	'afterwards the view and the slot count agree');
 
 $node->stop;
 done_testing();
