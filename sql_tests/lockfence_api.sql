@@ -25,9 +25,30 @@ SELECT lockfence.renew('order:42', :t1) AS renewed;
 SELECT expires_at < now() + interval '31 s' AS default_lease_used
 FROM lockfence.locks WHERE name = 'order:42';
 
--- A session never waits for a lock it holds itself, even without a timeout.
+-- A plain lease belongs to its token, not to the session that took it: this
+-- session waits for it like any other (as a pooled client whose statement
+-- lands on this server connection does), here until its timeout.
+SELECT waits AS waits0, wait_timeouts AS timeouts0 FROM lockfence.stats \gset
 SELECT lockfence.try_acquire('order:42') IS NULL AS try_is_null;
+SELECT state, message FROM public.error_of($$SELECT lockfence.acquire('order:42', timeout => '20 ms')$$);
+SELECT waits - :waits0 AS waited, wait_timeouts - :timeouts0 AS timed_out FROM lockfence.stats;
+-- A session lease or transaction lock of its own ends only with this session
+-- or transaction, and a lease this transaction pinned only when it ends:
+-- acquire refuses those at once, even without a timeout, and queues nothing.
+SELECT lockfence.acquire_session('own:session', '1 h') AS ts \gset
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('own:session', timeout => '0')$$);
+SELECT lockfence.try_acquire('own:session') IS NULL AS try_is_null;
+SELECT lockfence.release('own:session', :ts) AS released;
+BEGIN;
+SELECT lockfence.acquire_xact('own:xact') IS NOT NULL AS xact_lock;
+SELECT * FROM public.error_of($$SELECT lockfence.acquire_xact('own:xact', timeout => '0')$$);
+SELECT * FROM public.error_of($$SELECT lockfence.acquire('own:xact', timeout => '0')$$);
+COMMIT;
+BEGIN;
+SELECT lockfence.pin('order:42', :t1) AS pinned;
 SELECT * FROM public.error_of($$SELECT lockfence.acquire('order:42', timeout => '0')$$);
+COMMIT;
+SELECT waits - :waits0 AS waited FROM lockfence.stats;
 
 -- A wrong token neither releases nor renews.
 SELECT lockfence.release('order:42', :t1 + 1) AS released_with_wrong_token;

@@ -302,8 +302,11 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 	LockfenceAttempt result;
 	TimestampTz now;
 	bool		found;
+	bool		pinned_here;
+	uint64		pinned_token;
 
 	lockfence_token_prepare();
+	pinned_here = lockfence_pinned_token(key, hashcode, &pinned_token);
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
 	entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
@@ -358,7 +361,18 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		grant_to_first_waiter(entry, hashcode, now, wake, &nwake);
 	}
 
-	if (entry->holder_procno == myprocno && entry->holder_pid == MyProcPid)
+	/*
+	 * A plain lease belongs to its token, not to the backend that took it:
+	 * through a transaction pooler another client's statement may run here,
+	 * and it waits for the lease like anyone else, as the lease ends by its
+	 * token (from any connection) or by running out.  What could end only
+	 * when this backend goes on, it never waits for: its own transaction
+	 * lock or session lease, and a lease its transaction pinned.
+	 */
+	if (pinned_here && pinned_token == entry->token)
+		result = LF_ATTEMPT_SELF_PINNED;
+	else if (entry->holder_procno == myprocno && entry->holder_pid == MyProcPid &&
+			 entry->scope != LF_SCOPE_LEASE)
 		result = LF_ATTEMPT_SELF_HELD;
 	else if (!queue_if_busy)
 		result = LF_ATTEMPT_BUSY;

@@ -91,9 +91,9 @@ sleep_until(TimestampTz wake_at)
 
 /*
  * Take the lock, waiting in its queue for at most timeout_us (0: no limit).
- * Returns LF_ATTEMPT_GRANTED with *token set, LF_ATTEMPT_SELF_HELD when this
- * backend holds the lock already, or LF_ATTEMPT_BUSY when the wait timed
- * out.
+ * Returns LF_ATTEMPT_GRANTED with *token set, LF_ATTEMPT_SELF_HELD or
+ * LF_ATTEMPT_SELF_PINNED when only this backend could end the holder's grant
+ * (see lockfence_try_grant), or LF_ATTEMPT_BUSY when the wait timed out.
  */
 LockfenceAttempt
 lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,

@@ -274,7 +274,9 @@ typedef enum LockfenceAttempt
 	LF_ATTEMPT_GRANTED,			/* the caller now holds the lock */
 	LF_ATTEMPT_BUSY,			/* held by a live holder, caller not queued */
 	LF_ATTEMPT_QUEUED,			/* caller queued behind the holder */
-	LF_ATTEMPT_SELF_HELD,		/* this backend is the live holder already */
+	LF_ATTEMPT_SELF_HELD,		/* this backend holds it as a transaction lock
+								 * or session lease */
+	LF_ATTEMPT_SELF_PINNED,		/* this transaction pinned the live lease */
 	LF_ATTEMPT_OVER_QUOTA		/* the role holds lockfence.max_locks_per_role */
 } LockfenceAttempt;
 

@@ -237,7 +237,17 @@ take_lock(const LockfenceKey *key, uint32 hashcode, LockfenceScope scope,
 						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 						 errmsg("lock \"%s\" is already held by this session",
 								key->name),
-						 errhint("A session never waits for a lock it holds itself; use the token it already has, or release the lock first.")));
+						 errdetail("A transaction lock or session lease ends only with its transaction or session, so this session would wait for itself."),
+						 errhint("Use the token it already has, or release the lock first.")));
+			return false;
+		case LF_ATTEMPT_SELF_PINNED:
+			if (wait)
+				ereport(ERROR,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("lock \"%s\" is pinned by this transaction",
+								key->name),
+						 errdetail("This transaction wrote with the lease's token, so the lease cannot end before the transaction does."),
+						 errhint("Acquire the lock again after the transaction ends.")));
 			return false;
 		case LF_ATTEMPT_BUSY:
 			if (wait)

@@ -284,22 +284,50 @@ SELECT 'waited=' || extract(epoch FROM clock_timestamp() - :'started'::timestamp
 	$_->quit for ($s, $s2);
 }
 
-# ---- a session never waits for a lock it holds itself ----
+# ---- a plain lease held by this same backend: waited for like any other ----
+# (a pooled client's statement may land on the server connection that took
+# the lease for another client); what only this backend could end, it never
+# waits for
 {
 	my ($s, $pid) = session(on_error_stop => 0);
 	my $t = $s->query_safe("SELECT lockfence.acquire('self', '1h')");
+	start_wait($s, "SELECT lockfence.acquire('self', '1h', '30s');");
+	wait_waiters('self', 1, 'self: acquire of its own lease queues behind it');
+	is(sql("SELECT lockfence.release('self', $t)"), 't',
+		'self: the lease is released from another connection');
+	my ($t2) = wait_out($s, qr/^(\d+)$/m, 'self: and the queued acquire takes the lock');
+	cmp_ok($t2 // 0, '>', $t, 'self: with a larger token');
+
+	# a short lease of its own ends, and the waiting acquire takes the lock
+	my $t3 = $s->query_safe("SELECT lockfence.acquire('self2', '@{[ival(0.5)]}')");
+	my $t4 = $s->query_safe("SELECT lockfence.acquire('self2', '1h', '30s')");
+	cmp_ok($t4, '>', $t3, 'self: waiting for its own short lease ends with the lease');
+	is(sql("SELECT lockfence.is_held('self2', $t3)"), 'f', 'self: the old token is dead');
+
+	# its session lease, transaction lock and pinned lease: 55P03 at once
+	my $ts = $s->query_safe("SELECT lockfence.acquire_session('own', '1h')");
+	$s->query("SELECT lockfence.acquire('own', '1h', '30s')");
+	wait_err($s, qr/55P03: lock "own" is already held by this session/,
+		'self: acquire of its own session lease fails with 55P03');
+	is($s->query("SELECT lockfence.try_acquire('own', '1h') IS NULL"),
+		't', 'self: try_acquire of it returns NULL');
+	$s->query_safe("SELECT lockfence.release('own', $ts)");
+	$s->query_safe("BEGIN; SELECT lockfence.acquire_xact('own', '30s')");
+	$s->query("SELECT lockfence.acquire_xact('own', '30s')");
+	wait_err($s, qr/55P03: lock "own" is already held by this session/,
+		'self: acquire_xact of its own transaction lock fails with 55P03');
+	$s->query_safe('ROLLBACK');
+	$s->query_safe("BEGIN; SELECT lockfence.pin('self', $t2)");
 	$s->query("SELECT lockfence.acquire('self', '1h', '30s')");
-	wait_err($s, qr/55P03: lock "self" is already held by this session/,
-		'self: acquire of a lock it holds fails with 55P03');
-	$s->query("SELECT lockfence.acquire_xact('self', '30s')");
-	wait_err($s, qr/55P03: lock "self" is already held by this session/,
-		'self: acquire_xact of a lock it holds fails with 55P03');
-	is($s->query("SELECT lockfence.try_acquire('self', '1h') IS NULL"),
-		't', 'self: try_acquire of a lock it holds returns NULL');
+	wait_err($s, qr/55P03: lock "self" is pinned by this transaction/,
+		'self: acquire of a lease its transaction pinned fails with 55P03');
+	$s->query_safe('ROLLBACK');
 	is(waiters('self'), '0', 'self: nothing was queued');
-	is(sql("SELECT lockfence.is_held('self', $t)"), 't', 'self: still held');
-	is($s->query("SELECT lockfence.release('self', $t)"), 't',
+	is(sql("SELECT lockfence.is_held('self', $t2)"), 't', 'self: still held');
+	is($s->query("SELECT lockfence.release('self', $t2)"), 't',
 		'self: released');
+	is($s->query("SELECT lockfence.release('self2', $t4)"), 't',
+		'self: and the other one');
 	$s->quit;
 }
 
