@@ -6,16 +6,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use IPC::Run;
 
 use FindBin;
 use lib $FindBin::RealBin;
 use LockfenceTest;
 
-my $pgbouncer = '/usr/sbin/pgbouncer';
-plan skip_all => 'pgbouncer is not installed' unless -x $pgbouncer;
-
 my $node = start_preloaded_node('bouncer');
+set_node($node);
 $node->safe_psql('postgres', q{
 	CREATE EXTENSION lockfence;
 	CREATE TABLE jobs (id int PRIMARY KEY, state text, fence_token bigint);
@@ -25,50 +22,10 @@ $node->safe_psql('postgres', q{
 });
 
 # pgbouncer with two server connections, transaction pooling
-my $dir = PostgreSQL::Test::Utils::tempdir;
-my $port = PostgreSQL::Test::Cluster::get_free_port();
-my $user = $ENV{USER} || getpwuid($<);
-open my $ul, '>', "$dir/userlist.txt" or die;
-print $ul qq{"$user" ""\n};
-close $ul;
-open my $ini, '>', "$dir/pgbouncer.ini" or die;
-print $ini qq{[databases]
-postgres = host=} . $node->host . ' port=' . $node->port . qq{ dbname=postgres pool_size=2 max_db_connections=2
-
-[pgbouncer]
-listen_addr =
-unix_socket_dir = $dir
-listen_port = $port
-auth_type = trust
-auth_file = $dir/userlist.txt
-pool_mode = transaction
-default_pool_size = 2
-max_db_connections = 2
-min_pool_size = 0
-server_round_robin = 0
-logfile = $dir/pgbouncer.log
-pidfile = $dir/pgbouncer.pid
-};
-close $ini;
-my $bouncer = IPC::Run::start([ $pgbouncer, "$dir/pgbouncer.ini" ],
-	'>', "$dir/out", '2>', "$dir/err");
-my $connstr = "host=$dir port=$port dbname=postgres";
-my $ready = 0;
-my $probe_error = '';
-for (1 .. 100)
-{
-	# psql reads the query from a pipe: if it exits at once because
-	# pgbouncer is not listening yet, writing to it dies with EPIPE
-	my $ret = eval {
-		($node->psql('postgres', 'SELECT 1',
-			connstr => $connstr, on_error_stop => 1))[0];
-	};
-	$probe_error = $@ if $@;
-	if (defined $ret && $ret == 0) { $ready = 1; last; }
-	select(undef, undef, undef, 0.1);
-}
-ok($ready, 'pgbouncer accepts connections')
-  or diag("last probe error: $probe_error");
+my $bouncer = start_pgbouncer(pools => [ [ 'postgres', 2 ] ]);
+plan skip_all => 'pgbouncer is not installed' unless $bouncer;
+my $connstr = $bouncer->{connstr}{postgres};
+pass('pgbouncer accepts connections');
 
 # clients through pgbouncer (background_psql of PostgreSQL 15 takes no
 # connection string, so its connstr is pointed at pgbouncer meanwhile)
@@ -128,6 +85,6 @@ like($err, qr/stale fence token for lock "job:1"/, 'a write with the released to
 
 $a->quit;
 $c->quit;
-$bouncer->kill_kill;
+$bouncer->{handle}->kill_kill;
 $node->stop;
 done_testing();

@@ -32,6 +32,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use IPC::Run;
 
 our @EXPORT = qw(
   under_valgrind normal_or_valgrind secs ival
@@ -41,6 +42,7 @@ our @EXPORT = qw(
   wait_waiters lock_columns stats stats_delta_is secs_between
   proc_state stop_process cont_process freeze thaw
   children_of process_alive kill_postmaster
+  start_pgbouncer
 );
 
 my $node;
@@ -401,4 +403,76 @@ sub kill_postmaster
 	return $pm_pid;
 }
 
+########################################################################
+# pgbouncer
+########################################################################
+
+# Start a pgbouncer (Debian's /usr/sbin/pgbouncer) in front of the node,
+# trusting every client, listening on a unix socket in a new directory.
+# %opts: pools => [ [ alias, pool_size ], ... ] (each alias a pgbouncer
+# database for the node's database postgres, with a pool of its own),
+# pool_mode (default transaction), settings => extra [pgbouncer] lines.
+# Returns a hash: connstr => { alias => libpq connection string },
+# handle (IPC::Run, for kill_kill), dir; or undef when pgbouncer is not
+# installed.  Dies when it does not come up.
+sub start_pgbouncer
+{
+	my (%opts) = @_;
+	my $bin = '/usr/sbin/pgbouncer';
+	return undef unless -x $bin;
+	my $n = _node();
+	my $dir = PostgreSQL::Test::Utils::tempdir;
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $user = $ENV{USER} || getpwuid($<);
+	my $pools = $opts{pools} // [ [ 'postgres', 2 ] ];
+	my $max = 0;
+	$max += $_->[1] for @$pools;
+
+	open my $ul, '>', "$dir/userlist.txt" or die;
+	print $ul qq{"$user" ""\n};
+	close $ul;
+	open my $ini, '>', "$dir/pgbouncer.ini" or die;
+	print $ini "[databases]\n";
+	for my $p (@$pools)
+	{
+		print $ini "$p->[0] = host=" . $n->host . ' port=' . $n->port
+		  . " dbname=postgres pool_size=$p->[1]\n";
+	}
+	print $ini "\n[pgbouncer]\n" . qq{listen_addr =
+unix_socket_dir = $dir
+listen_port = $port
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = @{[ $opts{pool_mode} // 'transaction' ]}
+max_db_connections = $max
+min_pool_size = 0
+server_round_robin = 0
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+} . join('', map { "$_\n" } @{ $opts{settings} // [] });
+	close $ini;
+
+	my $handle = IPC::Run::start([ $bin, "$dir/pgbouncer.ini" ],
+		'>', "$dir/out", '2>', "$dir/err");
+	my %connstr = map { $_->[0] => "host=$dir port=$port dbname=$_->[0]" } @$pools;
+	my $probe = $connstr{ $pools->[0][0] };
+	my $error = '';
+	for (1 .. 100)
+	{
+		# psql reads the query from a pipe: if it exits at once because
+		# pgbouncer is not listening yet, writing to it dies with EPIPE
+		my $ret = eval {
+			($n->psql('postgres', 'SELECT 1', connstr => $probe,
+				on_error_stop => 1))[0];
+		};
+		$error = $@ if $@;
+		return { connstr => \%connstr, handle => $handle, dir => $dir }
+		  if defined $ret && $ret == 0;
+		usleep(100_000);
+	}
+	$handle->kill_kill;
+	die "pgbouncer did not accept connections: $error";
+}
+
 1;
+

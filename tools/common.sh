@@ -6,7 +6,7 @@
 PG_MAJOR=${PG_MAJOR:-15}
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 TEST_USER=${TEST_USER:-postgres}
-LF_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libipc-run-perl make gcc perl pgbouncer python3-psycopg2 python3-sqlalchemy ruby-activerecord ruby-pg"
+LF_PACKAGES="postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libipc-run-perl make gcc perl pgbouncer python3-psycopg python3-psycopg2 python3-sqlalchemy ruby-activerecord ruby-pg"
 
 # Install the Debian packages that are missing (root only).
 lf_install_packages() {
