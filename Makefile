@@ -78,10 +78,13 @@ bench:
 bench-scale:
 	@./bench/scale.sh
 
+bench-pooler:
+	@./bench/pooler.sh
+
 valgrind:
 	@./tools/valgrind.sh
 
 check-versions:
 	@./tools/check_pg_versions.sh
 
-.PHONY: test demo bench bench-scale valgrind check-versions test_input
+.PHONY: test demo bench bench-scale bench-pooler valgrind check-versions test_input
