@@ -126,9 +126,9 @@ COMMIT;
 EOF
 cat >"$tmp/lf_own_update.sql" <<'EOF'
 \set id :client_id + 1
-SELECT lockfence.acquire('own:' || :id, '10 s', '60 s') AS tok \gset
+SELECT lockfence.acquire('own:' || ':id', '10 s', '60 s') AS tok \gset
 UPDATE ctr SET v = v + 1 WHERE id = :id;
-SELECT lockfence.release('own:' || :id, :tok);
+SELECT lockfence.release('own:' || ':id', :tok);
 EOF
 cat >"$tmp/adv_own_update.sql" <<'EOF'
 \set id :client_id + 1
@@ -145,7 +145,7 @@ EOF
 cat >"$tmp/lf_own_xact_update.sql" <<'EOF'
 \set id :client_id + 1
 BEGIN;
-SELECT lockfence.acquire_xact('own:' || :id, '60 s');
+SELECT lockfence.acquire_xact('own:' || ':id', '60 s');
 UPDATE ctr SET v = v + 1 WHERE id = :id;
 COMMIT;
 EOF
@@ -207,7 +207,7 @@ compare() {
 v0=$(sql -c 'SELECT sum(v) FROM ctr')
 stats0=$(sql -c 'SELECT wait_timeouts FROM lockfence.stats')
 {
-	echo "lockfence through pgbouncer $(/usr/sbin/pgbouncer --version | head -1 | awk '{print $2}') (transaction pooling) against pg_advisory_xact_lock: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+	echo "lockfence through pgbouncer $(/usr/sbin/pgbouncer --version | head -1 | awk '{print $2}') (transaction pooling) against pg_advisory_xact_lock: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo "?")$(git diff --quiet HEAD -- src sql bench 2>/dev/null || echo " with changes")"
 	echo "machine: $(nproc) CPUs; PostgreSQL $("$bindir/postgres" --version | awk '{print $3}'); $POOLER_CLIENTS pgbench clients, pool of $POOLER_CLIENTS server connections, $POOLER_ROUNDS rounds of $POOLER_SECONDS s, alternating"
 	echo
 	printf '%-24s %10s %10s %8s\n' "comparison" "lockfence" "advisory" "ratio"
