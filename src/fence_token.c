@@ -168,11 +168,7 @@ write_high_water(uint64 high_water, uint32 timeline)
 static uint32
 current_timeline(void)
 {
-#if PG_VERSION_NUM >= 150000
 	return GetWALInsertionTimeLine();
-#else
-	return ThisTimeLineID;		/* set once RecoveryInProgress() is false */
-#endif
 }
 
 /* First use since startup: continue above the durable mark.  Token lock held. */

@@ -24,11 +24,7 @@
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
-#if PG_VERSION_NUM >= 140000
 #include "utils/wait_event.h"
-#else
-#include "pgstat.h"				/* wait events lived here before 14 */
-#endif
 
 #include "lockfence.h"
 

@@ -93,11 +93,7 @@ _PG_init(void)
 							GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("lockfence");
-#else
-	EmitWarningsOnPlaceholders("lockfence");
-#endif
 
 	lockfence_shmem_install_hooks();
 	lockfence_expiry_register_worker();

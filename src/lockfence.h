@@ -21,6 +21,7 @@
  *	  lease_expiry.c	the timing wheel of lease ends and the reclaimer worker
  *	  views.c			the lockfence.locks and lockfence.stats views
  *	  role_quota.c		per-role slot accounting
+ *	  compat.h			what differs between PostgreSQL 15 and 18
  *
  *-------------------------------------------------------------------------
  */
@@ -34,6 +35,8 @@
 #include "storage/lwlock.h"
 #include "utils/hsearch.h"
 #include "utils/relcache.h"
+
+#include "compat.h"
 
 /* Longest lock name accepted, in bytes (not counting the terminator). */
 #define LOCKFENCE_NAME_MAXLEN		200

@@ -244,7 +244,7 @@ build_plans(RowLockPlans *plans)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
 
-	pkindex = RelationGetPrimaryKeyIndex(rel);
+	pkindex = lockfence_compat_primary_key_index(rel);
 	if (!OidIsValid(pkindex))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -446,11 +446,7 @@ row_blockers(Oid relid, ItemPointer tid, int *count)
 	}
 
 	tuple.t_self = *tid;
-#if PG_VERSION_NUM >= 150000
 	if (heap_fetch(rel, SnapshotAny, &tuple, &buffer, false))
-#else
-	if (heap_fetch(rel, SnapshotAny, &tuple, &buffer))
-#endif
 	{
 		uint16		infomask;
 		TransactionId xmax;

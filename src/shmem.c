@@ -93,22 +93,14 @@ static int	nwaiter_slots = 0;
 
 /*---- Saved hook values ----*/
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Number of waiter slots: one per backend that can run SQL. */
 static int
 waiter_slot_count(void)
 {
-#if PG_VERSION_NUM >= 150000
 	return MaxBackends;
-#else
-	/* MaxBackends is not computed yet when _PG_init runs; same formula. */
-	return MaxConnections + autovacuum_max_workers + 1 +
-		max_worker_processes + max_wal_senders;
-#endif
 }
 
 static Size
@@ -130,10 +122,8 @@ lockfence_shmem_size(void)
 static void
 lockfence_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	RequestAddinShmemSpace(lockfence_shmem_size());
 	RequestNamedLWLockTranche("lockfence", LOCKFENCE_NUM_PARTITIONS + 2);
 }
@@ -246,12 +236,8 @@ lockfence_shmem_startup(void)
 void
 lockfence_shmem_install_hooks(void)
 {
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = lockfence_shmem_request;
-#else
-	lockfence_shmem_request();
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = lockfence_shmem_startup;
 }
@@ -318,11 +304,7 @@ lockfence_waiter_slots(void)
 int
 lockfence_my_procno(void)
 {
-#if PG_VERSION_NUM >= 170000
-	int			procno = MyProcNumber;
-#else
-	int			procno = MyProc ? MyProc->pgprocno : -1;
-#endif
+	int			procno = lockfence_compat_my_procno();
 
 	if (procno < 0 || procno >= nwaiter_slots)
 		ereport(ERROR,

@@ -16,9 +16,6 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
-#if PG_VERSION_NUM >= 160000
-#include "varatt.h"				/* no longer included by postgres.h */
-#endif
 
 #include "lockfence.h"
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The portability check, run by make test (alone: make check-versions).
-# lockfence is built and tested on PostgreSQL 15; its PG_VERSION_NUM guards
-# are meant to keep it building on 13 to 17.  This compiles the module's
-# sources (OBJS in the Makefile) against the server headers of the other major versions that Debian's
-# archive ships for amd64, with the project's warning flags (-Werror),
-# links the module, and checks that each symbol it takes from the server is
-# exported by that version's postgres binary:
+# lockfence supports PostgreSQL 15 to 18 (src/compat.h).  This compiles the
+# module's sources (OBJS in the Makefile) against the server headers of the
+# other major versions that Debian's archive ships for amd64, with the
+# project's warning flags (-Werror), links the module, and checks that each
+# symbol it takes from the server is exported by that version's postgres
+# binary:
 #
-#   13  from bullseye (postgresql-server-dev-13, postgresql-13)
 #   17  from trixie   (postgresql-server-dev-17, postgresql-17)
+#   18  from sid      (postgresql-server-dev-18, postgresql-18)
 #
-# (14 and 16 are in no Debian release, so they are not checked.)  The
+# (16 is in no Debian release, so it is not checked; make test-versions
+# builds and tests 17 and 18 from source.)  The
 # packages are downloaded once, not installed: apt-get runs with a private
 # sources list and cache in $LF_PGVERSIONS_DIR (default
 # /tmp/lockfence-pgversions-UID, kept between runs), verifying the archive's
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 dir=${LF_PGVERSIONS_DIR:-/tmp/lockfence-pgversions-$(id -u)}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 mirror=${LF_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-versions="13:bullseye 17:trixie"
+versions="17:trixie 18:sid"
 # the module's objects and warning flags, as the Makefile gives them to PGXS
 make_var() {
 	# shellcheck disable=SC2016 # $(...) is for make, not the shell
