@@ -4,8 +4,11 @@
 #               pg_regress, isolation and TAP suites on throwaway servers
 #   make demo   start a throwaway server, show two clients contending, then
 #               the race conditions with and without lockfence
+#   make test-versions
+#               the suites and the demo on PostgreSQL 15 and on 17 and 18
+#               built from source (18 with assertions), and a table
 #   make check-versions
-#               compile and link against PostgreSQL 13 and 17 (part of test)
+#               compile and link against PostgreSQL 17 and 18 (part of test)
 #
 # Plain PGXS targets work as usual: make, make install, make installcheck.
 
@@ -58,7 +61,7 @@ endif
 
 .DEFAULT_GOAL := all
 
-$(OBJS): src/lockfence.h
+$(OBJS): src/lockfence.h src/compat.h
 
 test_input:
 	mkdir -p test_input test_output
@@ -87,4 +90,7 @@ valgrind:
 check-versions:
 	@./tools/check_pg_versions.sh
 
-.PHONY: test demo bench bench-scale bench-pooler valgrind check-versions test_input
+test-versions:
+	@./tools/test_versions.sh
+
+.PHONY: test test-versions demo bench bench-scale bench-pooler valgrind check-versions test_input

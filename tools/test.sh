@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (make test): installs what is missing, checks that
 # META.json and CHANGELOG.md agree with lockfence.control, checks that the
-# code compiles and links against PostgreSQL 13 and 17 (check_pg_versions.sh),
+# code compiles and links against PostgreSQL 17 and 18 (check_pg_versions.sh),
 # builds, installs, and runs the pg_regress, isolation and TAP suites on
 # throwaway servers.
 #
@@ -10,8 +10,9 @@
 # to run as root) in a copy of the tree.  As another user it expects the
 # packages to be present and the extension to be installable by that user.
 #
-# Environment: PG_CONFIG (default: PostgreSQL 15's), PROVE_TESTS (a subset of
-# t/*.pl), TEST_USER (default postgres).
+# Environment: PG_CONFIG (default: PostgreSQL 15's; make test-versions runs
+# it with others), PROVE_TESTS (a subset of t/*.pl), TEST_USER (default
+# postgres).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ runuser -u "$TEST_USER" -- make -C "$work" PG_CONFIG="$PG_CONFIG" installcheck \
 	${PROVE_TESTS:+PROVE_TESTS="$PROVE_TESTS"} || status=$?
 
 # Keep the outputs where the developer looks for them.
-rm -rf "$src/test_output"
+rm -rf "$src/test_output/regress" "$src/test_output/isolation" "$src/test_output/tap_log"
 mkdir -p "$src/test_output"
 cp -r "$work/test_output/." "$src/test_output/" 2>/dev/null || true
 [ -d "$work/tmp_check/log" ] && cp -r "$work/tmp_check/log" "$src/test_output/tap_log"

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# make test-versions: the whole suite (pg_regress, isolation, TAP) and the
+# demo on every PostgreSQL major version this machine can get, then a table:
+# version, suites, tests passed, failed, minutes.
+#
+#   15           Debian's packages (what make test uses)
+#   17           built from source (tools/pg_source_build.sh)
+#   18-cassert   built from source with --enable-cassert: PostgreSQL's and
+#                lockfence's Asserts run
+#
+# 16 is in no Debian release, so neither its source nor its headers can be
+# had here.  LF_TEST_VERSIONS picks others from "15 17 18 15-cassert
+# 17-cassert 18-cassert" (CI: "15 18-cassert").  Logs go to
+# test_output/versions/.  Exits non-zero when any version fails.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+src=$(pwd)
+. tools/common.sh
+
+versions=${LF_TEST_VERSIONS:-"15 17 18-cassert"}
+logs=$src/test_output/versions
+rm -rf "$logs"
+mkdir -p "$logs"
+lf_install_packages
+
+# counts LOG: "suites passed failed" from a test.sh + demo log
+counts() {
+	perl -ne '
+		BEGIN { ($s, $p, $f) = (0, 0, 0) }
+		if (/All (\d+) tests passed/) { $s++; $p += $1 }
+		if (/(\d+) of (\d+) tests failed/) { $s++; $f += $1; $p += $2 - $1 }
+		if (/^Files=\d+, Tests=(\d+)/) { $s++; $tap = $1 }
+		if (/^Failed (\d+)\/\d+ subtests/) { $tapf += $1 }
+		if (/^test-versions-demo: (passed|FAILED)/) { $s++; $1 eq "passed" ? $p++ : $f++ }
+		END {
+			if (defined $tap) { $p += $tap - ($tapf // 0); $f += $tapf // 0 }
+			print "$s $p $f\n";
+		}' "$1"
+}
+
+failed=0
+table=""
+for v in $versions; do
+	start=$(date +%s)
+	log=$logs/$v.log
+	status=ok
+	major=${v%%-*}
+	variant=${v#"$major"}
+	variant=${variant#-}
+	if [ "$v" = 15 ]; then
+		pg_config=/usr/lib/postgresql/15/bin/pg_config
+	else
+		pg_config=$(tools/pg_source_build.sh "$major" $variant 2>>"$log") || status=FAILED
+	fi
+	if [ "$status" = ok ]; then
+		echo "test-versions: PostgreSQL $v ($pg_config)" | tee -a "$log"
+		PG_CONFIG=$pg_config tools/test.sh >>"$log" 2>&1 || status=FAILED
+		if PG_CONFIG=$pg_config tools/demo.sh >>"$log.demo" 2>&1; then
+			echo "test-versions-demo: passed" >>"$log"
+		else
+			echo "test-versions-demo: FAILED" >>"$log"
+			status=FAILED
+		fi
+		cat "$log.demo" >>"$log"
+		rm -f "$log.demo"
+		# each version's outputs next to its log
+		[ -d test_output/regress ] && cp -r test_output/regress "$logs/$v-regress" 2>/dev/null || true
+	fi
+	read -r suites passed fails <<<"$(counts "$log")"
+	mins=$(awk -v s=$(($(date +%s) - start)) 'BEGIN { printf "%.1f", s / 60 }')
+	[ "$status" = ok ] || failed=1
+	table="$table$(printf '%-12s %-7s %6s %7s %7s %8s' "$v" "$status" "$suites" "$passed" "$fails" "$mins")"$'\n'
+	echo "test-versions: PostgreSQL $v: $status ($mins min, log: $log)"
+done
+
+echo
+printf '%-12s %-7s %6s %7s %7s %8s\n' version result suites passed failed minutes
+printf '%s' "$table"
+exit "$failed"
