@@ -46,7 +46,7 @@ ISOLATION_OPTS = --inputdir=test_input --outputdir=test_output/isolation \
 	--temp-config=sql_tests/lockfence.conf --load-extension=lockfence
 TAP_TESTS = 1
 REGRESS_PREP = test_input
-EXTRA_CLEAN = test_input test_output
+EXTRA_CLEAN = test_input test_output .lockfence-built-for
 
 PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -61,7 +61,13 @@ endif
 
 .DEFAULT_GOAL := all
 
-$(OBJS): src/lockfence.h src/compat.h
+$(OBJS): src/lockfence.h src/compat.h .lockfence-built-for
+
+# The server headers the objects were built against, rewritten (when make
+# reads this file) only when they change: another PG_CONFIG (make
+# test-versions) makes the objects rebuild.
+LOCKFENCE_BUILT_FOR := $(shell $(PG_CONFIG) --includedir-server 2>/dev/null) $(VERSION)
+$(shell echo '$(LOCKFENCE_BUILT_FOR)' | cmp -s - .lockfence-built-for || echo '$(LOCKFENCE_BUILT_FOR)' >.lockfence-built-for)
 
 test_input:
 	mkdir -p test_input test_output

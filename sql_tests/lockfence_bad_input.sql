@@ -100,9 +100,12 @@ SELECT * FROM public.error_of($$SELECT lockfence.lock_rows('accounts', ARRAY[1],
 SELECT lockfence.lock_rows('accounts', ARRAY[NULL, 1]::int[]) AS locked;
 DROP TABLE accounts;
 
--- Settings reject bad values.
-SET lockfence.default_lease = 0;
-SET lockfence.wait_timeout = -1;
+-- Settings reject bad values (PostgreSQL words the range differently from
+-- version to version; the SQLSTATE and the parameter are what matter).
+SELECT state, message LIKE '%outside the valid range for parameter "lockfence.default_lease"%' AS range_error
+FROM public.error_of('SET lockfence.default_lease = 0');
+SELECT state, message LIKE '%outside the valid range for parameter "lockfence.wait_timeout"%' AS range_error
+FROM public.error_of('SET lockfence.wait_timeout = -1');
 SET lockfence.max_locks = 100;
 
 -- Nothing was taken by any of the failed calls.

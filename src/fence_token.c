@@ -121,9 +121,17 @@ read_high_water(void)
 	return state.high_water;
 }
 
-/* Make a new high-water mark durable: write, fsync, rename, fsync dir. */
-static void
-write_high_water(uint64 high_water, uint32 timeline)
+/*
+ * Make a new high-water mark durable: write, fsync, rename, fsync dir.  A
+ * failure is reported at elevel; below ERROR the function then returns
+ * false, with nothing held.  (Catching an ERROR instead would be wrong
+ * here: error recovery is what gives back LWLocks and files.)
+ */
+#define RESERVE_HINT \
+	"lockfence keeps granting from the fence tokens it made durable before; check the data directory."
+
+static bool
+write_high_water(uint64 high_water, uint32 timeline, int elevel)
 {
 	LockfenceStateFile state;
 	int			fd;
@@ -138,10 +146,14 @@ write_high_water(uint64 high_water, uint32 timeline)
 	fd = OpenTransientFile(LOCKFENCE_STATE_TMP_FILE,
 						   O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
 	if (fd < 0)
-		ereport(ERROR,
+	{
+		ereport(elevel,
 				(errcode_for_file_access(),
 				 errmsg("could not create file \"%s\": %m",
-						LOCKFENCE_STATE_TMP_FILE)));
+						LOCKFENCE_STATE_TMP_FILE),
+				 elevel < ERROR ? errhint(RESERVE_HINT) : 0));
+		return false;
+	}
 
 	errno = 0;
 	if (write(fd, &state, sizeof(state)) != sizeof(state))
@@ -150,19 +162,26 @@ write_high_water(uint64 high_water, uint32 timeline)
 
 		CloseTransientFile(fd);
 		errno = save_errno;
-		ereport(ERROR,
+		ereport(elevel,
 				(errcode_for_file_access(),
 				 errmsg("could not write file \"%s\": %m",
-						LOCKFENCE_STATE_TMP_FILE)));
+						LOCKFENCE_STATE_TMP_FILE),
+				 elevel < ERROR ? errhint(RESERVE_HINT) : 0));
+		return false;
 	}
 	if (CloseTransientFile(fd) != 0)
-		ereport(ERROR,
+	{
+		ereport(elevel,
 				(errcode_for_file_access(),
 				 errmsg("could not close file \"%s\": %m",
-						LOCKFENCE_STATE_TMP_FILE)));
+						LOCKFENCE_STATE_TMP_FILE),
+				 elevel < ERROR ? errhint(RESERVE_HINT) : 0));
+		return false;
+	}
 
 	/* fsyncs the file, renames it, and fsyncs the directory */
-	(void) durable_rename(LOCKFENCE_STATE_TMP_FILE, LOCKFENCE_STATE_FILE, ERROR);
+	return durable_rename(LOCKFENCE_STATE_TMP_FILE, LOCKFENCE_STATE_FILE,
+						  elevel) == 0;
 }
 
 static uint32
@@ -199,7 +218,7 @@ initialise_tokens(LockfenceTokenState *ts)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("lockfence fence tokens are exhausted on timeline %u",
 						timeline)));
-	write_high_water(limit, timeline);
+	(void) write_high_water(limit, timeline, ERROR);
 
 	ts->token_base = ((uint64) (timeline - 1)) << LOCKFENCE_SEQ_BITS;
 	/* token 0 means "free", so never hand out sequence number 0 */
@@ -209,19 +228,28 @@ initialise_tokens(LockfenceTokenState *ts)
 	ts->ready = true;
 }
 
-/* Make the next block durable.  Token lock held. */
-static void
-extend_limit(LockfenceTokenState *ts, uint64 limit)
+/*
+ * Make the next block durable.  Token lock held.  A failure is reported at
+ * elevel; below ERROR it returns false.
+ */
+static bool
+extend_limit(LockfenceTokenState *ts, uint64 limit, int elevel)
 {
 	uint64		new_limit = limit + (uint64) lockfence_token_block_size;
 
 	if (new_limit > LOCKFENCE_SEQ_END)
-		ereport(ERROR,
+	{
+		ereport(elevel,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("lockfence fence tokens are exhausted on this timeline")));
-	write_high_water(new_limit,
-					 (uint32) (ts->token_base >> LOCKFENCE_SEQ_BITS) + 1);
+		return false;
+	}
+	if (!write_high_water(new_limit,
+						  (uint32) (ts->token_base >> LOCKFENCE_SEQ_BITS) + 1,
+						  elevel))
+		return false;
 	pg_atomic_write_u64(&ts->seq_limit, new_limit);
+	return true;
 }
 
 /* Is less than half a block left in the durable reserve? */
@@ -236,59 +264,28 @@ reserve_low(LockfenceTokenState *ts)
 
 /*
  * Top up the durable reserve when it runs low, once the generator is
- * initialised.  Holds no partition lock; may write the state file.
- */
-void
-lockfence_token_reserve_ahead(void)
-{
-	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
-	LWLock	   *token_lock = lockfence_token_lock();
-
-	if (!((volatile LockfenceTokenState *) ts)->ready)
-		return;
-	pg_read_barrier();
-	if (!reserve_low(ts))
-		return;
-
-	LWLockAcquire(token_lock, LW_EXCLUSIVE);
-	while (reserve_low(ts))
-		extend_limit(ts, pg_atomic_read_u64(&ts->seq_limit));
-	LWLockRelease(token_lock);
-}
-
-/*
- * lockfence_token_reserve_ahead(), with a failure to write the state file
- * reported as a warning: the reserve still holds tokens, and a grant that
- * finds it empty reports the error itself (lockfence_token_next).  Only
- * the token lock and a transient file can be held when the write fails;
- * both are given back here.
+ * initialised.  Holds no partition lock; may write the state file.  A
+ * failure to write it is a warning, and the result false: the reserve
+ * still holds tokens, and a grant that finds it empty reports the error
+ * itself (lockfence_token_next).
  */
 bool
 lockfence_token_try_reserve_ahead(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = true;
+	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
+	LWLock	   *token_lock = lockfence_token_lock();
+	bool		ok = true;
 
-	PG_TRY();
-	{
-		lockfence_token_reserve_ahead();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+	if (!((volatile LockfenceTokenState *) ts)->ready)
+		return true;
+	pg_read_barrier();
+	if (!reserve_low(ts))
+		return true;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		if (LWLockHeldByMe(lockfence_token_lock()))
-			LWLockRelease(lockfence_token_lock());
-		edata->elevel = WARNING;
-		edata->hint = pstrdup("lockfence keeps granting from the fence tokens it made durable before; check the data directory.");
-		ThrowErrorData(edata);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
+	LWLockAcquire(token_lock, LW_EXCLUSIVE);
+	while (ok && reserve_low(ts))
+		ok = extend_limit(ts, pg_atomic_read_u64(&ts->seq_limit), WARNING);
+	LWLockRelease(token_lock);
 	return ok;
 }
 
@@ -357,7 +354,7 @@ lockfence_token_next(void)
 			initialise_tokens(ts);
 		else if (pg_atomic_read_u64(&ts->next_seq) >=
 				 pg_atomic_read_u64(&ts->seq_limit))
-			extend_limit(ts, pg_atomic_read_u64(&ts->seq_limit));
+			(void) extend_limit(ts, pg_atomic_read_u64(&ts->seq_limit), ERROR);
 		LWLockRelease(token_lock);
 	}
 	return token;

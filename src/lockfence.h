@@ -249,7 +249,6 @@ extern void lockfence_report_role_quota(Oid role);
 
 /* fence_token.c */
 extern void lockfence_token_prepare(void);
-extern void lockfence_token_reserve_ahead(void);
 extern bool lockfence_token_try_reserve_ahead(void);
 extern uint64 lockfence_token_next(void);
 extern bool lockfence_token_next_reserved(uint64 *token);
