@@ -5,8 +5,9 @@
 #   make demo   start a throwaway server, show two clients contending, then
 #               the race conditions with and without lockfence
 #   make test-versions
-#               the suites and the demo on PostgreSQL 15 and on 17 and 18
-#               built from source (18 with assertions), and a table
+#               the suites and the demo on PostgreSQL 15 and on 18 built
+#               from source with assertions (17 when its source is
+#               served), and a table
 #   make check-versions
 #               compile and link against PostgreSQL 17 and 18 (part of test)
 #

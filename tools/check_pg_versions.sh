@@ -11,7 +11,7 @@
 #   18  from sid      (postgresql-server-dev-18, postgresql-18)
 #
 # (16 is in no Debian release, so it is not checked; make test-versions
-# builds and tests 17 and 18 from source.)  The
+# runs the suites on 18 built from source.)  The
 # packages are downloaded once, not installed: apt-get runs with a private
 # sources list and cache in $LF_PGVERSIONS_DIR (default
 # /tmp/lockfence-pgversions-UID, kept between runs), verifying the archive's

@@ -15,7 +15,9 @@
 # PostgreSQL's Asserts and lockfence's run.  It installs the server, the
 # isolation tester and PGXS into LF_PGBUILD_DIR/MAJOR[-cassert]
 # (LF_PGBUILD_DIR default /var/tmp/lockfence-pg, kept between runs: a
-# second call with the same source and flags only prints the path).
+# second call with the same source and flags only prints the path).  Exits
+# 3 when the archive lists the source package but does not serve its files
+# (seen for trixie's postgresql-17 on this project's mirror).
 # Build tools (gcc, make, bison, flex, perl) are installed with apt-get when
 # missing and run as root.  Progress goes to standard error.
 set -euo pipefail
@@ -82,6 +84,8 @@ if [ -z "$orig" ]; then
 	(cd "$cache/src" && apt-get "${apt_opts[@]}" source --download-only "postgresql-$major") \
 		>"$apt_dir/source.log" 2>&1 || {
 		cat "$apt_dir/source.log" >&2
+		# listed in the archive's index but not served: exit 3
+		grep -q '404' "$apt_dir/source.log" && exit 3
 		exit 1
 	}
 	orig=$(ls "$cache/src"/postgresql-"$major"_*.orig.tar.* | sort -V | tail -1)
