@@ -3,9 +3,16 @@
 -- took them ends.
 --
 
+-- A session's lockfence state lives in a memory context of its own, made
+-- when it is first needed.
+SELECT count(*) AS session_contexts FROM pg_backend_memory_contexts
+WHERE name = 'lockfence session state';
+
 -- Commit releases.
 BEGIN;
 SELECT lockfence.acquire_xact('inventory:7') AS t1 \gset
+SELECT count(*) AS session_contexts FROM pg_backend_memory_contexts
+WHERE name = 'lockfence session state';
 SELECT name, session_bound, expires_at IS NULL AS no_lease, waiters FROM lockfence.locks;
 SELECT lockfence.is_held('inventory:7', :t1) AS held;
 SELECT lockfence.try_acquire_xact('inventory:7') IS NULL AS busy_for_self;

@@ -7,8 +7,8 @@
  * Leases are owned by their token, so the backend that took one does not
  * need to remember it.  Session-bound and transaction locks must also end
  * with their backend or transaction, so they are remembered here, in
- * TopMemoryContext, and released by the transaction callbacks and by a
- * before_shmem_exit callback.  A remembered lock may have been released by
+ * lockfence_session_context(), and released by the transaction callbacks
+ * and by a before_shmem_exit callback.  A remembered lock may have been released by
  * somebody else meanwhile (release from another connection, force_release,
  * lease expiry); releasing it again by its token is then a no-op.
  *
@@ -112,7 +112,7 @@ pin_reserve(void)
 		ctl.entrysize = sizeof(PinIndexEntry);
 		ctl.hash = lockfence_key_hash_callback;
 		ctl.match = lockfence_key_match_callback;
-		ctl.hcxt = TopMemoryContext;
+		ctl.hcxt = lockfence_session_context();
 		index = hash_create("lockfence pins", 4 * PIN_SCAN_LIMIT, &ctl,
 							HASH_ELEM | HASH_FUNCTION | HASH_COMPARE |
 							HASH_CONTEXT);
@@ -132,7 +132,7 @@ pin_reserve(void)
 	if (pins == NULL)
 	{
 		maxpins = PIN_SCAN_LIMIT;
-		pins = MemoryContextAlloc(TopMemoryContext,
+		pins = MemoryContextAlloc(lockfence_session_context(),
 								  maxpins * sizeof(PinnedLease));
 	}
 	else
@@ -301,7 +301,7 @@ lockfence_remember_reserve(void)
 	if (held == NULL)
 	{
 		maxheld = 16;
-		held = MemoryContextAlloc(TopMemoryContext, maxheld * sizeof(HeldLock));
+		held = MemoryContextAlloc(lockfence_session_context(), maxheld * sizeof(HeldLock));
 	}
 	else
 	{

@@ -16,6 +16,7 @@
 
 #include "storage/proc.h"
 #include "utils/relcache.h"
+#include "utils/wait_event.h"
 
 /* 16 moved the varlena macros (VARSIZE_ANY_EXHDR, ...) out of postgres.h. */
 #if PG_VERSION_NUM >= 160000
@@ -44,6 +45,25 @@ lockfence_compat_primary_key_index(Relation rel)
 	return RelationGetPrimaryKeyIndex(rel, true);
 #else
 	return RelationGetPrimaryKeyIndex(rel);
+#endif
+}
+
+/*
+ * The wait event a wait of lockfence reports in pg_stat_activity: from 17
+ * one of its own name (looked up once per backend, in *cached), before
+ * that the generic "Extension".
+ */
+static inline uint32
+lockfence_compat_wait_event(const char *name, uint32 *cached)
+{
+#if PG_VERSION_NUM >= 170000
+	if (*cached == 0)
+		*cached = WaitEventExtensionNew(name);
+	return *cached;
+#else
+	(void) name;
+	(void) cached;
+	return PG_WAIT_EXTENSION;
 #endif
 }
 

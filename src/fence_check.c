@@ -231,7 +231,8 @@ resolve_config(FenceCheckConfig *config, const Trigger *trigger,
 						 errhint("Name the column it is computed from as the key column of trigger \"%s\".",
 								 trigger->tgname)));
 			getTypeOutputInfo(config->key_type, &typoutput, &typisvarlena);
-			fmgr_info_cxt(typoutput, &config->key_output, TopMemoryContext);
+			fmgr_info_cxt(typoutput, &config->key_output,
+						  lockfence_session_context());
 		}
 		else
 			lockfence_check_name_length(config->lock_prefix_len);
@@ -266,7 +267,7 @@ get_config(FunctionCallInfo fcinfo, TriggerData *trigdata)
 
 		ctl.keysize = sizeof(Oid);
 		ctl.entrysize = sizeof(FenceCheckConfig);
-		ctl.hcxt = TopMemoryContext;
+		ctl.hcxt = lockfence_session_context();
 		config_cache = hash_create("lockfence fence_check triggers", 16, &ctl,
 								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}

@@ -45,6 +45,9 @@
 
 PGDLLEXPORT void lockfence_reclaimer_main(Datum main_arg);
 
+/* The wait event of the reclaimer between ticks (PostgreSQL 17+). */
+static uint32 reclaimer_wait_event = 0;
+
 static inline int64
 tick_of(TimestampTz t)
 {
@@ -342,7 +345,9 @@ lockfence_reclaimer_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		sleep_ms = (LOCKFENCE_TICK_US - now % LOCKFENCE_TICK_US) / 1000 + 1;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 sleep_ms, PG_WAIT_EXTENSION);
+						 sleep_ms,
+						 lockfence_compat_wait_event("LockfenceReclaimerMain",
+													 &reclaimer_wait_event));
 		ResetLatch(MyLatch);
 	}
 }

@@ -28,6 +28,9 @@
 
 #include "lockfence.h"
 
+/* The wait event of a wait in a lock's queue (PostgreSQL 17+). */
+static uint32 lock_wait_event = 0;
+
 /* The wait this backend is in, if any (for cleanup after an error). */
 static bool wait_pending = false;
 static LockfenceKey pending_key;
@@ -80,7 +83,9 @@ sleep_until(TimestampTz wake_at)
 		sleep_ms = (long) Min(wait_ms, INT_MAX);
 		events |= WL_TIMEOUT;
 	}
-	(void) WaitLatch(MyLatch, events, sleep_ms, PG_WAIT_EXTENSION);
+	(void) WaitLatch(MyLatch, events, sleep_ms,
+					 lockfence_compat_wait_event("LockfenceLockWait",
+												 &lock_wait_event));
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 }

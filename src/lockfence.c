@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "lockfence.h"
 
@@ -30,7 +31,24 @@ int			lockfence_wait_timeout_ms = 0;
 int			lockfence_max_locks_per_role = 0;
 int			lockfence_token_block_size = 1 << 24;
 
+static MemoryContext session_context = NULL;
+
 void		_PG_init(void);
+
+/*
+ * The memory context of this backend's long-lived lockfence state (its locks
+ * and pins, the triggers' and row locks' caches), a child of
+ * TopMemoryContext that pg_backend_memory_contexts shows by name.
+ */
+MemoryContext
+lockfence_session_context(void)
+{
+	if (session_context == NULL)
+		session_context = AllocSetContextCreate(TopMemoryContext,
+												"lockfence session state",
+												ALLOCSET_SMALL_SIZES);
+	return session_context;
+}
 
 void
 _PG_init(void)

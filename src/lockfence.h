@@ -223,6 +223,9 @@ extern int	lockfence_wait_timeout_ms;
 extern int	lockfence_max_locks_per_role;
 extern int	lockfence_token_block_size;
 
+/* lockfence.c */
+extern MemoryContext lockfence_session_context(void);
+
 /* shmem.c */
 extern LockfenceShared *lockfence_shared;
 extern HTAB *lockfence_hash;

@@ -271,7 +271,7 @@ build_plans(RowLockPlans *plans)
 	typname = format_type_extended(pktype, pktypmod,
 								   FORMAT_TYPE_TYPEMOD_GIVEN |
 								   FORMAT_TYPE_FORCE_QUALIFY);
-	plans->relname = MemoryContextStrdup(TopMemoryContext,
+	plans->relname = MemoryContextStrdup(lockfence_session_context(),
 										 RelationGetRelationName(rel));
 	table_close(rel, AccessShareLock);
 
@@ -333,7 +333,7 @@ get_plans(Oid relid, Oid keytype, int mode)
 
 		ctl.keysize = sizeof(RowLockPlanKey);
 		ctl.entrysize = sizeof(RowLockPlans);
-		ctl.hcxt = TopMemoryContext;
+		ctl.hcxt = lockfence_session_context();
 		plan_cache = hash_create("lockfence row lock plans", 16, &ctl,
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(invalidate_plans, (Datum) 0);

@@ -284,6 +284,24 @@ SELECT 'waited=' || extract(epoch FROM clock_timestamp() - :'started'::timestamp
 	$_->quit for ($s, $s2);
 }
 
+# ---- what a waiter reports in pg_stat_activity ----
+# (PostgreSQL 17 and later: a wait event of lockfence's own name)
+{
+	my $named = sql("SELECT current_setting('server_version_num')::int >= 170000") eq 't';
+	my $t = sql("SELECT lockfence.try_acquire('we', '1h')");
+	my ($s, $pid) = session();
+	start_wait($s, "SELECT lockfence.acquire('we', '1h', '30s');");
+	wait_waiters('we', 1, 'wait event: a waiter queues');
+	my $want = $named ? 'Extension|LockfenceLockWait' : 'Extension|Extension';
+	is(sql("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = $pid"),
+		$want, "wait event: the waiter reports $want");
+	is(sql("SELECT lockfence.release('we', $t)"), 't', 'wait event: released');
+	my ($t2) = wait_out($s, qr/^(\d+)$/m, 'wait event: the waiter takes the lock');
+	is(sql("SELECT lockfence.release('we', " . ($t2 // 0) . ")"), 't',
+		'wait event: and releases it');
+	$s->quit;
+}
+
 # ---- a plain lease held by this same backend: waited for like any other ----
 # (a pooled client's statement may land on the server connection that took
 # the lease for another client); what only this backend could end, it never
