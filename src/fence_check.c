@@ -357,7 +357,7 @@ row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
  */
 static void
 require_pinned(Relation rel, const LockfenceKey *key, uint32 hashcode,
-			   const char *what)
+			   bool is_delete)
 {
 	uint64		pinned_token;
 
@@ -365,13 +365,22 @@ require_pinned(Relation rel, const LockfenceKey *key, uint32 hashcode,
 		return;
 
 	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
-	ereport(ERROR,
-			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
-			 errmsg("%s in relation \"%s\" is not fenced by lock \"%s\"",
-					what, RelationGetRelationName(rel), key->name),
-			 errdetail("This transaction has not shown a live fence token for the lock."),
-			 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
-			 errtable(rel)));
+	if (is_delete)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+				 errmsg("delete in relation \"%s\" is not fenced by lock \"%s\"",
+						RelationGetRelationName(rel), key->name),
+				 errdetail("This transaction has not shown a live fence token for the lock."),
+				 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
+				 errtable(rel)));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+				 errmsg("update moving a row in relation \"%s\" is not fenced by lock \"%s\"",
+						RelationGetRelationName(rel), key->name),
+				 errdetail("This transaction has not shown a live fence token for the lock."),
+				 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
+				 errtable(rel)));
 }
 
 /*
@@ -396,19 +405,19 @@ key_column_unchanged(FenceCheckConfig *config, TupleDesc tupdesc,
 }
 
 static void
-reject_monotonic(Relation rel, AttrNumber attnum, const char *message,
+reject_monotonic(Relation rel, AttrNumber attnum, bool token_missing,
 				 int64 new_token, int64 old_token)
 {
 	const char *colname = NameStr(TupleDescAttr(RelationGetDescr(rel),
 												attnum - 1)->attname);
 
 	pg_atomic_fetch_add_u64(&lockfence_shared->monotonic_rejections, 1);
-	if (message != NULL)
+	if (token_missing)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
 				 errmsg("missing fence token in column \"%s\" of relation \"%s\"",
 						colname, RelationGetRelationName(rel)),
-				 errdetail("%s", message),
+				 errdetail("Rows written to this table must carry the fence token of the lock holder."),
 				 errtablecol(rel, attnum)));
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
@@ -454,7 +463,7 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 							RelationGetRelationName(rel)),
 					 errhint("Give lockfence.fence_check() a lock prefix to fence deletes, or fire it on INSERT OR UPDATE only.")));
 		row_lock_key(config, rel, trigdata->tg_trigtuple, &key, &hashcode);
-		require_pinned(rel, &key, hashcode, "delete");
+		require_pinned(rel, &key, hashcode, true);
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	}
 
@@ -463,9 +472,7 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 
 	value = heap_getattr(newtuple, config->token_attnum, tupdesc, &isnull);
 	if (isnull)
-		reject_monotonic(rel, config->token_attnum,
-						 "Rows written to this table must carry the fence token of the lock holder.",
-						 0, 0);
+		reject_monotonic(rel, config->token_attnum, true, 0, 0);
 	token = DatumGetInt64(value);
 
 	/*
@@ -486,7 +493,7 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 
 		/* rows written before fencing was enabled carry no token yet */
 		if (!isnull && token < DatumGetInt64(old_value))
-			reject_monotonic(rel, config->token_attnum, NULL,
+			reject_monotonic(rel, config->token_attnum, false,
 							 token, DatumGetInt64(old_value));
 
 		/* moving a row to another lock also takes it from its old lock */
@@ -500,8 +507,7 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 			row_lock_key(config, rel, trigdata->tg_trigtuple, &old_key,
 						 &old_hashcode);
 			if (strcmp(old_key.name, key.name) != 0)
-				require_pinned(rel, &old_key, old_hashcode,
-							   "update moving a row");
+				require_pinned(rel, &old_key, old_hashcode, false);
 		}
 	}
 

@@ -279,7 +279,7 @@ report_table_full(void)
 			(errcode(ERRCODE_OUT_OF_MEMORY),
 			 errmsg("lockfence lock table is full"),
 			 errdetail("All %d lock slots are in use.", lockfence_max_locks),
-			 errhint("Release locks, or increase lockfence.max_locks and restart the server.")));
+			 errhint("Release locks, or increase \"lockfence.max_locks\" and restart the server.")));
 }
 
 /*

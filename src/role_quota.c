@@ -214,7 +214,7 @@ lockfence_report_role_quota(Oid role)
 	ereport(ERROR,
 			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 			 errmsg("role holds too many lockfence locks"),
-			 errdetail("The role already holds or waits for %d locks, the limit set by lockfence.max_locks_per_role.",
+			 errdetail("The role already holds or waits for %d locks, the limit set by \"lockfence.max_locks_per_role\".",
 					   lockfence_max_locks_per_role),
-			 errhint("Release locks, or increase lockfence.max_locks_per_role.")));
+			 errhint("Release locks, or increase \"lockfence.max_locks_per_role\".")));
 }

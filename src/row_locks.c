@@ -129,12 +129,14 @@ static SPIPlanPtr
 prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	int			rc;
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
+	rc = SPI_keepplan(plan);
+	if (rc != 0)
+		elog(ERROR, "SPI_keepplan failed: %s", SPI_result_code_string(rc));
 	return plan;
 }
 
@@ -608,6 +610,7 @@ lockfence_lock_row(PG_FUNCTION_ARGS)
 	int			mode = parse_lock_mode(fcinfo, 3);
 	RowLockPlans *plans;
 	bool		locked;
+	int			rc;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -616,11 +619,13 @@ lockfence_lock_row(PG_FUNCTION_ARGS)
 	if (keytype == UNKNOWNOID)
 		keytype = TEXTOID;
 
-	SPI_connect();
+	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
 	plans = get_plans(relid, keytype, mode);
 	check_keys_exact(plans, plans->exact_plan, PG_GETARG_DATUM(1));
 	locked = lock_one_row(plans, PG_GETARG_DATUM(1), timeout_given, timeout_ms);
-	SPI_finish();
+	if ((rc = SPI_finish()) != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
 
 	PG_RETURN_BOOL(locked);
 }
@@ -650,6 +655,7 @@ lockfence_lock_rows(PG_FUNCTION_ARGS)
 	Datum		values[1];
 	Portal		cursor;
 	int64		nlocked = 0;
+	int			rc;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -660,7 +666,8 @@ lockfence_lock_rows(PG_FUNCTION_ARGS)
 	if (timeout_given && timeout_ms > 0)
 		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
-	SPI_connect();
+	if ((rc = SPI_connect()) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed: %s", SPI_result_code_string(rc));
 	plans = get_plans(relid, keytype, mode);
 	if (plans->sort_plan == NULL)
 		ereport(ERROR,
@@ -708,7 +715,8 @@ lockfence_lock_rows(PG_FUNCTION_ARGS)
 		SPI_freetuptable(batch);
 	}
 	SPI_cursor_close(cursor);
-	SPI_finish();
+	if ((rc = SPI_finish()) != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed: %s", SPI_result_code_string(rc));
 
 	PG_RETURN_INT64(nlocked);
 }

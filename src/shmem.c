@@ -250,7 +250,7 @@ lockfence_check_loaded(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("lockfence must be loaded via \"shared_preload_libraries\""),
-				 errhint("Add lockfence to shared_preload_libraries in postgresql.conf and restart the server.")));
+				 errhint("Add lockfence to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
 }
 
 uint32

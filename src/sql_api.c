@@ -81,15 +81,6 @@ lockfence_caller_admits(LockfenceCaller *caller)
 
 /*---- Argument checks ----*/
 
-static void
-check_not_null(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 /* The lock name argument as a hash key of the current database. */
 static void
 get_lock_key(FunctionCallInfo fcinfo, int argno, LockfenceKey *key,
@@ -98,7 +89,10 @@ get_lock_key(FunctionCallInfo fcinfo, int argno, LockfenceKey *key,
 	text	   *name;
 	int			len;
 
-	check_not_null(fcinfo, argno, "lock name");
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("lock name must not be null")));
 	name = PG_GETARG_TEXT_PP(argno);
 	len = VARSIZE_ANY_EXHDR(name);
 	lockfence_check_name_length(len);
@@ -112,7 +106,10 @@ get_token(FunctionCallInfo fcinfo, int argno)
 {
 	int64		token;
 
-	check_not_null(fcinfo, argno, "fence token");
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("fence token must not be null")));
 	token = PG_GETARG_INT64(argno);
 	if (token <= 0)
 		ereport(ERROR,

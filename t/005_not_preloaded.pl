@@ -35,7 +35,7 @@ foreach my $sql (@calls)
 	isnt($ret, 0, "fails: $sql");
 	like($stderr, qr/ERROR:  55000: lockfence must be loaded via "shared_preload_libraries"/,
 		"SQLSTATE 55000: $sql");
-	like($stderr, qr/HINT:  Add lockfence to shared_preload_libraries/,
+	like($stderr, qr/HINT:  Add lockfence to "shared_preload_libraries"/,
 		"hint: $sql");
 }
 

@@ -35,7 +35,7 @@ is($out, '5', 'alice takes five locks');
 ($ret, $out, $err) = as_role('alice', "SELECT lockfence.try_acquire('alice:6', '1 h')");
 isnt($ret, 0, 'the sixth fails');
 like($err, qr/ERROR:  53400: role holds too many lockfence locks/, 'with SQLSTATE 53400');
-like($err, qr/HINT:  Release locks, or increase lockfence.max_locks_per_role\./,
+like($err, qr/HINT:  Release locks, or increase "lockfence.max_locks_per_role"\./,
 	'and a hint naming the setting');
 
 # transaction locks count too, and so does queueing for a held lock
