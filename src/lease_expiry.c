@@ -210,9 +210,8 @@ reclaim_partition(int partition, TimestampTz now)
 					palloc(maxwake * sizeof(int));
 			}
 			hashcode = lockfence_key_hash(&entry->key);
-			lockfence_partition_stats(hashcode)->expiries++;
 			/* a hand-off moves the entry to another slot: iter allows it */
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
 			freed++;
 		}
 		if (tick < now_tick)
@@ -254,8 +253,7 @@ bring_near_partition(int partition, TimestampTz now)
 
 		if (!lockfence_entry_is_live(entry, now))
 		{
-			lockfence_partition_stats(hashcode)->expiries++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
 			if (nwake > 0)
 			{
 				/* rare: wake the new holder now, without the lock */

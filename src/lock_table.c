@@ -264,6 +264,20 @@ lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	}
 }
 
+/*
+ * An entry found not live: count the end of its holder's lease, if it had
+ * one, and free it (lockfence_entry_free).  Partition lock held exclusively.
+ */
+void
+lockfence_entry_expire(LockfenceEntry *entry, uint32 hashcode,
+					   TimestampTz now, int *wake, int *nwake)
+{
+	Assert(!lockfence_entry_is_live(entry, now));
+	if (entry->token != 0)
+		lockfence_partition_stats(hashcode)->expiries++;
+	lockfence_entry_free(entry, hashcode, now, wake, nwake);
+}
+
 /* Set the latches of backends handed a lock; call without LWLocks held. */
 void
 lockfence_wake_procs(const int *procnos, int n)
@@ -425,8 +439,7 @@ lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 		if (!lockfence_entry_is_live(entry, now))
 		{
 			/* the lease ran out: the caller had lost the lock already */
-			lockfence_partition_stats(hashcode)->expiries++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
 		}
 		else if (entry->release_pending)
 		{
@@ -478,10 +491,7 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 	{
 		now = GetCurrentTimestamp();
 		if (!lockfence_entry_is_live(entry, now))
-		{
-			lockfence_partition_stats(hashcode)->expiries++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
-		}
+			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
 		else if (entry->release_pending)
 		{
 			/* released already: too late to renew */
@@ -611,9 +621,7 @@ lockfence_pin_token(const LockfenceKey *key, uint32 hashcode, uint64 token,
 		else if (entry != NULL)
 		{
 			/* an expired lease: reclaim it while we are here */
-			if (entry->token != 0)
-				lockfence_partition_stats(hashcode)->expiries++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
 		}
 	}
 	LWLockRelease(lock);
@@ -646,10 +654,7 @@ lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode, uint64 token)
 		if (entry->release_pending)
 			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
 		else if (!lockfence_entry_is_live(entry, now))
-		{
-			lockfence_partition_stats(hashcode)->expiries++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
-		}
+			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
 		else if (lockfence_first_waiter_must_watch(entry))
 		{
 			/* the first waiter slept without a lease timer while pinned */

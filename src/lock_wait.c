@@ -49,11 +49,7 @@ leave_queue(LockfenceEntry *entry, uint32 hashcode, int myprocno,
 
 	lockfence_waiter_dequeue(entry, myprocno);
 	if (!lockfence_entry_is_live(entry, now))
-	{
-		if (entry->token != 0)
-			lockfence_partition_stats(hashcode)->expiries++;
-		lockfence_entry_free(entry, hashcode, now, wake, nwake);
-	}
+		lockfence_entry_expire(entry, hashcode, now, wake, nwake);
 	else if (was_first && lockfence_first_waiter_must_watch(entry))
 		wake[(*nwake)++] = entry->waiters_head;
 }
@@ -161,9 +157,7 @@ lockfence_acquire_or_wait(const LockfenceKey *key, uint32 hashcode,
 			 * The holder's lease ran out while we were first in line, or a
 			 * hand-off left the lock free for us to take (fence_token.c).
 			 */
-			if (entry->token != 0)
-				lockfence_partition_stats(hashcode)->expiries++;
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
 			Assert(me->granted);
 			*token = me->token;
 			me->granted = false;

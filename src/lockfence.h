@@ -312,6 +312,8 @@ extern TimestampTz lockfence_waiter_wake_at(const LockfenceEntry *entry,
 											int procno);
 extern void lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode,
 								 TimestampTz now, int *wake, int *nwake);
+extern void lockfence_entry_expire(LockfenceEntry *entry, uint32 hashcode,
+								   TimestampTz now, int *wake, int *nwake);
 extern void lockfence_waiter_dequeue(LockfenceEntry *entry, int procno);
 extern void lockfence_wake_procs(const int *procnos, int n);
 
