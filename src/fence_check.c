@@ -365,22 +365,16 @@ require_pinned(Relation rel, const LockfenceKey *key, uint32 hashcode,
 		return;
 
 	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
-	if (is_delete)
-		ereport(ERROR,
-				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
-				 errmsg("delete in relation \"%s\" is not fenced by lock \"%s\"",
-						RelationGetRelationName(rel), key->name),
-				 errdetail("This transaction has not shown a live fence token for the lock."),
-				 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
-				 errtable(rel)));
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
-				 errmsg("update moving a row in relation \"%s\" is not fenced by lock \"%s\"",
-						RelationGetRelationName(rel), key->name),
-				 errdetail("This transaction has not shown a live fence token for the lock."),
-				 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
-				 errtable(rel)));
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+			 is_delete ?
+			 errmsg("delete in relation \"%s\" is not fenced by lock \"%s\"",
+					RelationGetRelationName(rel), key->name) :
+			 errmsg("update moving a row in relation \"%s\" is not fenced by lock \"%s\"",
+					RelationGetRelationName(rel), key->name),
+			 errdetail("This transaction has not shown a live fence token for the lock."),
+			 errhint("Write with the token, or call lockfence.pin(lock, token), earlier in the same transaction."),
+			 errtable(rel)));
 }
 
 /*

@@ -79,8 +79,9 @@ is_cursor(const dlist_node *node)
 }
 
 /*
- * Take this backend's cursor off the list it is on, if any: the end of a
- * partition's walk, or an error or exit in the middle of one.
+ * After an error or at exit in the middle of a walk: take this backend's
+ * cursor off the list it is on, if any.  (Between slices, walk_partition
+ * moves the cursor itself, under the lock it holds anyway.)
  */
 static void
 unlink_cursor(int code, Datum arg)
