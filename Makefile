@@ -19,6 +19,7 @@ OBJS = \
 	src/lockfence.o \
 	src/shmem.o \
 	src/fence_token.o \
+	src/token_band.o \
 	src/lock_table.o \
 	src/lock_wait.o \
 	src/backend_locks.o \

@@ -413,6 +413,21 @@ reject_monotonic(Relation rel, AttrNumber attnum, bool token_missing,
 						colname, RelationGetRelationName(rel)),
 				 errdetail("Rows written to this table must carry the fence token of the lock holder."),
 				 errtablecol(rel, attnum)));
+	/*
+	 * A row token in a band above every band this database grants in was
+	 * not granted by this database's history: its data came from another
+	 * cluster without lockfence's record (token_band.c).
+	 */
+	if (((uint64) old_token >> LOCKFENCE_SEQ_BITS) > lockfence_token_band())
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+				 errmsg("stale fence token in column \"%s\" of relation \"%s\"",
+						colname, RelationGetRelationName(rel)),
+				 errdetail("Token " INT64_FORMAT " is older than the row's current token " INT64_FORMAT ", which is above every token this database grants.",
+						   new_token, old_token),
+				 errhint("The row was probably copied from another cluster without lockfence's token history, as logical replication does. A superuser can run SELECT lockfence.advance_tokens(" INT64_FORMAT ") once; then take the lock again.",
+						 old_token),
+				 errtablecol(rel, attnum)));
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
 			 errmsg("stale fence token in column \"%s\" of relation \"%s\"",

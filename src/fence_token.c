@@ -1,12 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * fence_token.c
- *	  Fence tokens that strictly increase for the life of the data directory.
+ *	  The sequence numbers of fence tokens, which strictly increase for the
+ *	  life of the data directory.
  *
  * A token packs two fields into a positive bigint:
  *
- *	  bits 62..48  timeline id - 1	(promotion of a standby moves it up)
- *	  bits 47..0   sequence number	(moves up within a timeline)
+ *	  bits 62..48  the database's band (token_band.c: promotions and moves
+ *				   to a new cluster raise it)
+ *	  bits 47..0   sequence number (this file: moves up within a band)
  *
  * The sequence number is handed out by an atomic fetch-and-add.  It may only
  * be handed out once a durable high-water mark above it is on disk: the file
@@ -27,8 +29,9 @@
  * the lock free for the waiter, which takes it in its own request.
  *
  * A standby grants nothing.  When it is promoted it switches to a timeline
- * above every timeline the old primary ever used, so its tokens exceed every
- * earlier token even though its copy of the state file may be old.
+ * above every timeline the old primary ever used, and so its databases to
+ * a higher band: its tokens exceed every earlier token even though its copy
+ * of the state file may be old.
  *
  *-------------------------------------------------------------------------
  */
@@ -48,10 +51,8 @@
 #define LOCKFENCE_STATE_MAGIC		0x4C4B4645	/* "LKFE" */
 #define LOCKFENCE_STATE_VERSION		1
 
-#define LOCKFENCE_SEQ_BITS			48
 #define LOCKFENCE_SEQ_END			(UINT64CONST(1) << LOCKFENCE_SEQ_BITS)
 /* sequence numbers made durable at a time: lockfence.token_block_size */
-#define LOCKFENCE_MAX_TIMELINE		(UINT64CONST(1) << 15)
 
 /* On-disk format of the state file. */
 typedef struct LockfenceStateFile
@@ -59,7 +60,7 @@ typedef struct LockfenceStateFile
 	uint32		magic;
 	uint32		version;
 	uint64		high_water;		/* no sequence number >= this was used */
-	uint32		timeline;		/* for information only */
+	uint32		timeline;		/* when it was written; for information only */
 	pg_crc32c	crc;			/* of everything above */
 } LockfenceStateFile;
 
@@ -194,7 +195,6 @@ current_timeline(void)
 static void
 initialise_tokens(LockfenceTokenState *ts)
 {
-	uint32		timeline;
 	uint64		high_water;
 	uint64		limit;
 
@@ -204,23 +204,14 @@ initialise_tokens(LockfenceTokenState *ts)
 				 errmsg("cannot grant lockfence locks during recovery"),
 				 errhint("Locks are granted by the primary server only.")));
 
-	timeline = current_timeline();
-	if (timeline < 1 || timeline > LOCKFENCE_MAX_TIMELINE)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("timeline %u is too large for lockfence fence tokens",
-						timeline)));
-
 	high_water = read_high_water();
 	limit = high_water + (uint64) lockfence_token_block_size;
 	if (limit > LOCKFENCE_SEQ_END)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("lockfence fence tokens are exhausted on timeline %u",
-						timeline)));
-	(void) write_high_water(limit, timeline, ERROR);
+				 errmsg("lockfence fence tokens are exhausted in this data directory")));
+	(void) write_high_water(limit, current_timeline(), ERROR);
 
-	ts->token_base = ((uint64) (timeline - 1)) << LOCKFENCE_SEQ_BITS;
 	/* token 0 means "free", so never hand out sequence number 0 */
 	pg_atomic_write_u64(&ts->next_seq, Max(high_water, 1));
 	pg_atomic_write_u64(&ts->seq_limit, limit);
@@ -241,12 +232,10 @@ extend_limit(LockfenceTokenState *ts, uint64 limit, int elevel)
 	{
 		ereport(elevel,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("lockfence fence tokens are exhausted on this timeline")));
+				 errmsg("lockfence fence tokens are exhausted in this data directory")));
 		return false;
 	}
-	if (!write_high_water(new_limit,
-						  (uint32) (ts->token_base >> LOCKFENCE_SEQ_BITS) + 1,
-						  elevel))
+	if (!write_high_water(new_limit, current_timeline(), elevel))
 		return false;
 	pg_atomic_write_u64(&ts->seq_limit, new_limit);
 	return true;
@@ -313,11 +302,12 @@ lockfence_token_prepare(void)
 }
 
 /*
- * A token from the durable reserve, without any I/O: false when the
- * reserve is used up.  Never raises an error, so it is safe at commit.
+ * A token of the given band from the durable reserve, without any I/O:
+ * false when the reserve is used up.  Never raises an error, so it is safe
+ * at commit.
  */
 bool
-lockfence_token_next_reserved(uint64 *token)
+lockfence_token_next_reserved(uint32 band, uint64 *token)
 {
 	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
 	uint64		seq;
@@ -330,24 +320,25 @@ lockfence_token_next_reserved(uint64 *token)
 	seq = pg_atomic_fetch_add_u64(&ts->next_seq, 1);
 	if (unlikely(seq >= pg_atomic_read_u64(&ts->seq_limit)))
 		return false;
-	*token = ts->token_base | seq;
+	*token = ((uint64) band << LOCKFENCE_SEQ_BITS) | seq;
 	return true;
 }
 
 /*
- * The next fence token, for a grant to the calling request itself.  May be
+ * The next fence token of the given band, for a grant to the calling
+ * request itself.  May be
  * called with a partition lock held; writes the state file (and may raise
  * an error) only when the reserve was used up since the request's
  * lockfence_token_prepare().
  */
 uint64
-lockfence_token_next(void)
+lockfence_token_next(uint32 band)
 {
 	LockfenceTokenState *ts = &lockfence_shared->tokens.state;
 	LWLock	   *token_lock = lockfence_token_lock();
 	uint64		token;
 
-	while (!lockfence_token_next_reserved(&token))
+	while (!lockfence_token_next_reserved(band, &token))
 	{
 		LWLockAcquire(token_lock, LW_EXCLUSIVE);
 		if (!ts->ready)

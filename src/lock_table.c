@@ -79,7 +79,8 @@ entry_clear_holder(LockfenceEntry *entry)
 }
 
 /*
- * Make (pid, procno) the holder with a new token, charging the slot to role.
+ * Make (pid, procno) the holder with a new token of the given band (that of
+ * the database: token_band.c), charging the slot to role.
  * A grant to the calling request itself (for_self) may write the token
  * state file and so raise an error; a hand-off to a waiter takes a token
  * from the durable reserve only.  Returns 0, changing nothing, when
@@ -88,15 +89,15 @@ entry_clear_holder(LockfenceEntry *entry)
  */
 static uint64
 entry_grant(LockfenceEntry *entry, uint32 hashcode, int pid, int procno,
-			Oid role, bool enforce_quota, bool for_self, LockfenceScope scope,
-			int64 lease_us, TimestampTz now)
+			Oid role, uint32 band, bool enforce_quota, bool for_self,
+			LockfenceScope scope, int64 lease_us, TimestampTz now)
 {
 	uint64		token;
 
 	/* the only steps that can fail; nothing is changed before them */
 	if (for_self)
-		token = lockfence_token_next();
-	else if (!lockfence_token_next_reserved(&token))
+		token = lockfence_token_next(band);
+	else if (!lockfence_token_next_reserved(band, &token))
 		return 0;
 	if (!lockfence_role_charge(role, enforce_quota))
 		return 0;
@@ -203,8 +204,8 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 	LockfenceWaiter *w = &lockfence_shared->waiters[procno];
 	uint64		token;
 
-	token = entry_grant(entry, hashcode, w->pid, procno, w->role, false,
-						procno == lockfence_my_procno(), w->scope,
+	token = entry_grant(entry, hashcode, w->pid, procno, w->role, w->band,
+						false, procno == lockfence_my_procno(), w->scope,
 						w->lease_us, now);
 	if (token == 0)
 	{
@@ -318,7 +319,10 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 	bool		found;
 	bool		pinned_here;
 	uint64		pinned_token;
+	uint32		band;
 
+	/* work that may read a table or write a file: before the lock */
+	band = lockfence_token_band();
 	lockfence_token_prepare();
 	pinned_here = lockfence_pinned_token(key, hashcode, &pinned_token);
 
@@ -359,7 +363,8 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		if (entry->nwaiters == 0)
 		{
 			*token = entry_grant(entry, hashcode, MyProcPid, myprocno,
-								 GetUserId(), true, true, scope, lease_us, now);
+								 GetUserId(), band, true, true, scope,
+								 lease_us, now);
 			if (*token == 0)
 			{
 				/* over quota: leave nothing behind, not even an empty entry */
@@ -398,6 +403,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 
 		me->pid = MyProcPid;
 		me->role = GetUserId();
+		me->band = band;
 		me->scope = scope;
 		me->lease_us = lease_us;
 		me->deadline = deadline;

@@ -11,6 +11,7 @@
  *	  lockfence.c		_PG_init, settings, hook installation
  *	  shmem.c			shared-memory layout and the locking protocol
  *	  fence_token.c		the token generator and its durable state file
+ *	  token_band.c		a database's token band, carried across moves
  *	  lock_table.c		grant, release, renew and hand-off on hash entries
  *	  lock_wait.c		sleeping in the FIFO queue of a lock
  *	  backend_locks.c	session and transaction locks, and pins, of this backend
@@ -124,6 +125,7 @@ typedef struct LockfenceWaiter
 	bool		queued;			/* in some entry's queue */
 	bool		granted;		/* set by the backend that handed the lock */
 	uint64		token;			/* valid when granted */
+	uint32		band;			/* of its database's tokens (token_band.c) */
 	int			pid;
 	Oid			role;
 	LockfenceScope scope;		/* what the waiter asked for */
@@ -149,9 +151,17 @@ typedef struct LockfenceTokenState
 {
 	pg_atomic_uint64 next_seq;	/* next sequence number to hand out */
 	pg_atomic_uint64 seq_limit; /* first sequence number not yet made durable */
-	uint64		token_base;		/* timeline bits, or'ed into every token */
+	pg_atomic_uint32 band_generation;	/* moved by advance_tokens() */
 	bool		ready;			/* state file read and bumped since startup */
 } LockfenceTokenState;
+
+/*
+ * A fence token is (band << LOCKFENCE_SEQ_BITS) | sequence number: the
+ * database's band (token_band.c) above the server's sequence number
+ * (fence_token.c).  Bit 63 stays clear, so tokens are positive bigints.
+ */
+#define LOCKFENCE_SEQ_BITS			48
+#define LOCKFENCE_MAX_BAND			((1U << 15) - 1)
 
 /*
  * The token state is written by every grant, and each partition's counters
@@ -253,8 +263,12 @@ extern void lockfence_report_role_quota(Oid role);
 /* fence_token.c */
 extern void lockfence_token_prepare(void);
 extern bool lockfence_token_try_reserve_ahead(void);
-extern uint64 lockfence_token_next(void);
-extern bool lockfence_token_next_reserved(uint64 *token);
+extern uint64 lockfence_token_next(uint32 band);
+extern bool lockfence_token_next_reserved(uint32 band, uint64 *token);
+
+/* token_band.c */
+extern uint32 lockfence_token_band(void);
+extern bool lockfence_token_band_known(uint32 *band);
 
 /*
  * Who presents a token.  A lease belongs to the role that took it; roles

@@ -194,6 +194,7 @@ lockfence_shmem_startup(void)
 		lockfence_shared->locks = GetNamedLWLockTranche("lockfence");
 		pg_atomic_init_u64(&lockfence_shared->tokens.state.next_seq, 0);
 		pg_atomic_init_u64(&lockfence_shared->tokens.state.seq_limit, 0);
+		pg_atomic_init_u32(&lockfence_shared->tokens.state.band_generation, 0);
 		pg_atomic_init_u64(&lockfence_shared->monotonic_rejections, 0);
 		pg_atomic_init_u64(&lockfence_shared->lease_rejections, 0);
 		lockfence_shared->tokens.state.ready = false;

@@ -7,7 +7,10 @@
 #     X.Y.Z (PGXN requires semantic versions there too), default_version as
 #     x_extension_version, and files that exist;
 #   - CHANGELOG.md has an entry for default_version;
-#   - the install script of default_version exists.
+#   - CREATE EXTENSION can reach default_version: from the one install
+#     script (sql/lockfence--X.sql, which META.json names) through upgrade
+#     scripts (sql/lockfence--X--Y.sql), as PostgreSQL itself chains them;
+#     every upgrade script leads towards default_version.
 # Prints one line when all is well; exits 1 with the problems otherwise.
 
 use strict;
@@ -69,8 +72,8 @@ else
 	  unless ($p->{version} // '') eq $version;
 	problem("META.json: provides.lockfence.x_extension_version is not '$ext_version'")
 	  unless ($p->{x_extension_version} // '') eq $ext_version;
-	problem("META.json: provides.lockfence.file is not sql/lockfence--$ext_version.sql")
-	  unless ($p->{file} // '') eq "sql/lockfence--$ext_version.sql";
+	problem("META.json: provides.lockfence.file is not the install script")
+	  unless ($p->{file} // '') =~ m{^sql/lockfence--[\d.]+\.sql$};
 	for my $f (qw(file docfile))
 	{
 		problem("META.json: provides.lockfence.$f names no file")
@@ -83,8 +86,27 @@ my $pg = ((($meta->{prereqs} // {})->{runtime} // {})->{requires} // {})
 problem('META.json: prereqs.runtime.requires.PostgreSQL is missing')
   unless defined $pg;
 
-problem("sql/lockfence--$ext_version.sql is missing")
-  unless -f "sql/lockfence--$ext_version.sql";
+# The install scripts and the upgrade steps, and the versions reachable.
+my @install = map { m{^sql/lockfence--([\d.]+)\.sql$} ? $1 : () } glob('sql/*.sql');
+my %step = map { m{^sql/lockfence--([\d.]+)--([\d.]+)\.sql$} ? ($1 => $2) : () }
+  glob('sql/*.sql');
+problem('sql/ holds ' . scalar(@install) . ' install scripts, not one: '
+	  . 'later versions are reached by upgrade scripts')
+  unless @install == 1;
+if (@install == 1)
+{
+	my %seen;
+	my $v = $install[0];
+	$v = $step{$v} while exists $step{$v} && !$seen{$v}++;
+	problem("CREATE EXTENSION cannot reach $ext_version: the upgrade scripts "
+		  . "from $install[0] end at $v")
+	  unless $v eq $ext_version;
+	problem("META.json: provides.lockfence.file is not sql/lockfence--$install[0].sql")
+	  unless $p && ($p->{file} // '') eq "sql/lockfence--$install[0].sql";
+	problem("an upgrade script leads away from $ext_version: "
+		  . join(', ', map { "$_--$step{$_}" } grep { !$seen{$_} } sort keys %step))
+	  if grep { !$seen{$_} } keys %step;
+}
 
 my $changes = -f 'CHANGELOG.md' ? slurp('CHANGELOG.md') : '';
 problem("CHANGELOG.md has no entry (## heading) for $ext_version")
