@@ -28,7 +28,8 @@ sub new_node
 	my ($name, $install_path) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name,
 		defined $install_path ? (install_path => $install_path) : ());
-	$node->init;
+	# with checksums: 18 has them by default, and pg_upgrade needs the same
+	$node->init(extra => ['--data-checksums']);
 	$node->append_conf('postgresql.conf',
 		"shared_preload_libraries = 'lockfence'\n");
 	return $node;

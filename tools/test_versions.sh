@@ -14,7 +14,8 @@
 # (trixie's postgresql-17 on this project's mirror: 404) is reported as
 # SKIPPED, or as a failure with LF_REQUIRE_VERSIONS=1.  LF_TEST_VERSIONS picks others from "15 17 18 15-cassert
 # 17-cassert 18-cassert" (CI: "15 18-cassert").  Logs go to
-# test_output/versions/.  Exits non-zero when any version fails.
+# test_output/versions/.  Exits non-zero when any version fails.  Each
+# version after 15 also runs t/023_upgrade.pl's pg_upgrade from 15 to it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -42,6 +43,11 @@ counts() {
 		}' "$1"
 }
 
+# t/023_upgrade.pl upgrades a cluster of Debian's 15 to each later version
+# under test (LF_UPGRADE_FROM): 15 needs this checkout's lockfence too.
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config lf_build_and_install \
+	>"$logs/15-install.log" 2>&1
+
 failed=0
 table=""
 for v in $versions; do
@@ -65,7 +71,10 @@ for v in $versions; do
 	fi
 	if [ "$status" = ok ]; then
 		echo "test-versions: PostgreSQL $v ($pg_config)" | tee -a "$log"
-		PG_CONFIG=$pg_config tools/test.sh >>"$log" 2>&1 || status=FAILED
+		upgrade_from=
+		[ "$major" != 15 ] && upgrade_from=/usr/lib/postgresql/15
+		PG_CONFIG=$pg_config LF_UPGRADE_FROM=$upgrade_from tools/test.sh >>"$log" 2>&1 ||
+			status=FAILED
 		if PG_CONFIG=$pg_config tools/demo.sh >>"$log.demo" 2>&1; then
 			echo "test-versions-demo: passed" >>"$log"
 		else
