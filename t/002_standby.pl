@@ -11,6 +11,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
 $primary->append_conf('postgresql.conf',
@@ -105,7 +109,7 @@ is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
 is( $standby->safe_psql(
 		'postgres',
 		"SELECT extversion FROM pg_extension WHERE extname = 'lockfence'"),
-	'0.1',
+	default_version(),
 	'extension is replicated to the standby');
 
 like(

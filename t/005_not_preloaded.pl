@@ -6,6 +6,10 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+use FindBin;
+use lib $FindBin::RealBin;
+use LockfenceTest;
+
 my $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init;
 $node->start;
@@ -13,7 +17,7 @@ $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION lockfence');
 is($node->safe_psql('postgres',
 		"SELECT extversion FROM pg_extension WHERE extname = 'lockfence'"),
-	'0.1', 'CREATE EXTENSION works without the library preloaded');
+	default_version(), 'CREATE EXTENSION works without the library preloaded');
 
 my @calls = (
 	"SELECT lockfence.acquire('a')",

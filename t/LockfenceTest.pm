@@ -30,6 +30,7 @@ use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
 use Test::More;
 use Time::HiRes qw(usleep);
 use IPC::Run;
@@ -42,7 +43,7 @@ our @EXPORT = qw(
   wait_waiters lock_columns stats stats_delta_is secs_between
   proc_state stop_process cont_process freeze thaw
   children_of process_alive kill_postmaster
-  start_pgbouncer
+  start_pgbouncer default_version
 );
 
 my $node;
@@ -58,6 +59,17 @@ sub normal_or_valgrind
 {
 	my ($normal, $valgrind) = @_;
 	return $VALGRIND ? $valgrind : $normal;
+}
+
+# default_version of lockfence.control: what CREATE EXTENSION installs.
+sub default_version
+{
+	my $control = "$FindBin::RealBin/../lockfence.control";
+	open(my $fh, '<', $control) or die "could not open $control: $!";
+	my ($v) = join('', <$fh>) =~ /^\s*default_version\s*=\s*'([^']+)'/m;
+	close($fh);
+	die "no default_version in $control\n" unless defined $v;
+	return $v;
 }
 
 # $s seconds, stretched under make valgrind.
