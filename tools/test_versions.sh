@@ -6,6 +6,7 @@
 #   15           Debian's packages (what make test uses)
 #   17           built from source (tools/pg_source_build.sh), when Debian's
 #                archive serves its source
+#   18           built from source, as a release build
 #   18-cassert   built from source with --enable-cassert: PostgreSQL's and
 #                lockfence's Asserts run
 #
@@ -13,7 +14,7 @@
 # had here.  A version whose source the archive lists but does not serve
 # (trixie's postgresql-17 on this project's mirror: 404) is reported as
 # SKIPPED, or as a failure with LF_REQUIRE_VERSIONS=1.  LF_TEST_VERSIONS picks others from "15 17 18 15-cassert
-# 17-cassert 18-cassert" (CI: "15 18-cassert").  Logs go to
+# 17-cassert 18-cassert" (CI: "18-cassert", after make test on 15).  Logs go to
 # test_output/versions/.  Exits non-zero when any version fails.  Each
 # version after 15 also runs t/023_upgrade.pl's pg_upgrade from 15 to it.
 set -euo pipefail
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 src=$(pwd)
 . tools/common.sh
 
-versions=${LF_TEST_VERSIONS:-"15 17 18-cassert"}
+versions=${LF_TEST_VERSIONS:-"15 17 18 18-cassert"}
 logs=$src/test_output/versions
 rm -rf "$logs"
 mkdir -p "$logs"
