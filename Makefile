@@ -18,6 +18,7 @@ MODULE_big = lockfence
 OBJS = \
 	src/lockfence.o \
 	src/shmem.o \
+	src/lock_key.o \
 	src/fence_token.o \
 	src/token_band.o \
 	src/lock_table.o \

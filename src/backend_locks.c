@@ -15,7 +15,9 @@
  * Pins are what the fence trigger (or lockfence.pin) took on leases for
  * the current transaction, at most one per lock, so that writing many rows
  * under one lock costs one shared-memory visit.  They are dropped when the
- * top-level transaction ends.
+ * top-level transaction ends.  lockfence_pin_or_reject() is the one entry
+ * for both callers: it pins, or raises LF001 with a detail that names the
+ * holder's token only to roles that may see it.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,8 +27,9 @@
 #include "storage/ipc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
 typedef struct HeldLock
 {
@@ -409,4 +412,50 @@ lockfence_pin_for_xact(const LockfenceKey *key, uint32 hashcode,
 		ie->pin = npins;
 	npins++;
 	return true;
+}
+
+/*
+ * Pin token's lease for this transaction, or raise LF001.  rel names the
+ * table being written, or is NULL for lockfence.pin().  The detail names the
+ * holder's token only to roles that may see it in lockfence.locks.
+ */
+void
+lockfence_pin_or_reject(const LockfenceKey *key, uint32 hashcode, int64 token,
+						Relation rel)
+{
+	uint64		holder = 0;
+	Oid			holder_role = InvalidOid;
+	LockfenceCaller caller;
+	bool		pinned = false;
+
+	/* a token that is not positive was never handed out */
+	if (token > 0)
+	{
+		lockfence_caller_init(&caller);
+		do
+			pinned = lockfence_pin_for_xact(key, hashcode, (uint64) token,
+											&caller, &holder, &holder_role);
+		while (!pinned && lockfence_caller_admits(&caller));
+		if (pinned)
+			return;
+	}
+
+	lockfence_count_fence_rejection(true);
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
+			 rel ? errmsg("stale fence token for lock \"%s\" in relation \"%s\"",
+						  key->name, RelationGetRelationName(rel)) :
+			 errmsg("stale fence token for lock \"%s\"", key->name),
+			 token <= 0 ?
+			 errdetail("Token " INT64_FORMAT " was never handed out: fence tokens are positive.",
+					   token) :
+			 holder == 0 ?
+			 errdetail("Token " INT64_FORMAT " does not hold the lock; the lock is not held.",
+					   token) :
+			 lockfence_may_act_for(holder_role) ?
+			 errdetail("Token " INT64_FORMAT " does not hold the lock; the current holder's token is " INT64_FORMAT ".",
+					   token, (int64) holder) :
+			 errdetail("Token " INT64_FORMAT " does not hold the lock; a lease of another role holds it.",
+					   token),
+			 rel ? errtable(rel) : 0));
 }

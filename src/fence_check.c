@@ -69,68 +69,6 @@ typedef struct FenceCheckConfig
 static HTAB *config_cache = NULL;
 static FenceCheckConfig *last_config = NULL;	/* entries do not move */
 
-/* Names longer than this are refused everywhere. */
-void
-lockfence_check_name_length(int len)
-{
-	if (len == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lock name must not be empty")));
-	if (len > LOCKFENCE_NAME_MAXLEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lock name is too long"),
-				 errdetail("The name is %d bytes long; the maximum is %d bytes.",
-						   len, LOCKFENCE_NAME_MAXLEN)));
-}
-
-/*
- * Pin token's lease for this transaction, or raise LF001.  rel names the
- * table being written, or is NULL for lockfence.pin().  The detail names the
- * holder's token only to roles that may see it in lockfence.locks.
- */
-void
-lockfence_fence_token(const LockfenceKey *key, uint32 hashcode, int64 token,
-					  Relation rel)
-{
-	uint64		holder = 0;
-	Oid			holder_role = InvalidOid;
-	LockfenceCaller caller;
-	bool		pinned = false;
-
-	/* a token that is not positive was never handed out */
-	if (token > 0)
-	{
-		lockfence_caller_init(&caller);
-		do
-			pinned = lockfence_pin_for_xact(key, hashcode, (uint64) token,
-											&caller, &holder, &holder_role);
-		while (!pinned && lockfence_caller_admits(&caller));
-		if (pinned)
-			return;
-	}
-
-	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
-	ereport(ERROR,
-			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
-			 rel ? errmsg("stale fence token for lock \"%s\" in relation \"%s\"",
-						  key->name, RelationGetRelationName(rel)) :
-			 errmsg("stale fence token for lock \"%s\"", key->name),
-			 token <= 0 ?
-			 errdetail("Token " INT64_FORMAT " was never handed out: fence tokens are positive.",
-					   token) :
-			 holder == 0 ?
-			 errdetail("Token " INT64_FORMAT " does not hold the lock; the lock is not held.",
-					   token) :
-			 lockfence_may_act_for(holder_role) ?
-			 errdetail("Token " INT64_FORMAT " does not hold the lock; the current holder's token is " INT64_FORMAT ".",
-					   token, (int64) holder) :
-			 errdetail("Token " INT64_FORMAT " does not hold the lock; a lease of another role holds it.",
-					   token),
-			 rel ? errtable(rel) : 0));
-}
-
 static AttrNumber
 config_attnum(Relation rel, const char *colname)
 {
@@ -296,17 +234,15 @@ static void
 row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
 			 LockfenceKey *key, uint32 *hashcode)
 {
-	int			len = config->lock_prefix_len;
+	int			len;
 
-	memset(key, 0, sizeof(LockfenceKey));
-	key->dbid = MyDatabaseId;
-	if (len <= LOCKFENCE_NAME_MAXLEN)
-		memcpy(key->name, config->lock_prefix, len);
+	lockfence_key_start(key, &len);
+	lockfence_key_append(key, &len, config->lock_prefix,
+						 config->lock_prefix_len);
 	if (config->key_attnum > 0)
 	{
 		char		intbuf[21];	/* "-9223372036854775808" */
 		char	   *keytext;
-		int			keylen;
 		bool		isnull;
 		Datum		value = heap_getattr(tuple, config->key_attnum,
 										 RelationGetDescr(rel), &isnull);
@@ -339,15 +275,11 @@ row_lock_key(FenceCheckConfig *config, Relation rel, HeapTuple tuple,
 				keytext = OutputFunctionCall(&config->key_output, value);
 				break;
 		}
-		keylen = strlen(keytext);
-		if (len + keylen <= LOCKFENCE_NAME_MAXLEN)
-			memcpy(key->name + len, keytext, keylen);
-		len += keylen;
+		lockfence_key_append(key, &len, keytext, strlen(keytext));
 		if (keytext != intbuf)
 			pfree(keytext);
 	}
-	lockfence_check_name_length(len);
-	*hashcode = lockfence_key_hash(key);
+	*hashcode = lockfence_key_finish(key, len);
 }
 
 /*
@@ -364,7 +296,7 @@ require_pinned(Relation rel, const LockfenceKey *key, uint32 hashcode,
 	if (lockfence_pinned_token(key, hashcode, &pinned_token))
 		return;
 
-	pg_atomic_fetch_add_u64(&lockfence_shared->lease_rejections, 1);
+	lockfence_count_fence_rejection(true);
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
 			 is_delete ?
@@ -404,8 +336,9 @@ reject_monotonic(Relation rel, AttrNumber attnum, bool token_missing,
 {
 	const char *colname = NameStr(TupleDescAttr(RelationGetDescr(rel),
 												attnum - 1)->attname);
+	bool		from_elsewhere;
 
-	pg_atomic_fetch_add_u64(&lockfence_shared->monotonic_rejections, 1);
+	lockfence_count_fence_rejection(false);
 	if (token_missing)
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
@@ -413,27 +346,26 @@ reject_monotonic(Relation rel, AttrNumber attnum, bool token_missing,
 						colname, RelationGetRelationName(rel)),
 				 errdetail("Rows written to this table must carry the fence token of the lock holder."),
 				 errtablecol(rel, attnum)));
+
 	/*
 	 * A row token in a band above every band this database grants in was
 	 * not granted by this database's history: its data came from another
 	 * cluster without lockfence's record (token_band.c).
 	 */
-	if (((uint64) old_token >> LOCKFENCE_SEQ_BITS) > lockfence_token_band())
-		ereport(ERROR,
-				(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
-				 errmsg("stale fence token in column \"%s\" of relation \"%s\"",
-						colname, RelationGetRelationName(rel)),
-				 errdetail("Token " INT64_FORMAT " is older than the row's current token " INT64_FORMAT ", which is above every token this database grants.",
-						   new_token, old_token),
-				 errhint("The row was probably copied from another cluster without lockfence's token history, as logical replication does. A superuser can run SELECT lockfence.advance_tokens(" INT64_FORMAT ") once; then take the lock again.",
-						 old_token),
-				 errtablecol(rel, attnum)));
+	from_elsewhere =
+		((uint64) old_token >> LOCKFENCE_SEQ_BITS) > lockfence_token_band();
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCKFENCE_STALE_TOKEN),
 			 errmsg("stale fence token in column \"%s\" of relation \"%s\"",
 					colname, RelationGetRelationName(rel)),
+			 from_elsewhere ?
+			 errdetail("Token " INT64_FORMAT " is older than the row's current token " INT64_FORMAT ", which is above every token this database grants.",
+					   new_token, old_token) :
 			 errdetail("Token " INT64_FORMAT " is older than the row's current token " INT64_FORMAT ".",
 					   new_token, old_token),
+			 from_elsewhere ?
+			 errhint("The row was probably copied from another cluster without lockfence's token history, as logical replication does. A superuser can run SELECT lockfence.advance_tokens(" INT64_FORMAT ") once; then take the lock again.",
+					 old_token) : 0,
 			 errtablecol(rel, attnum)));
 }
 
@@ -491,7 +423,7 @@ lockfence_fence_check(PG_FUNCTION_ARGS)
 	if (config->lease_mode)
 	{
 		row_lock_key(config, rel, newtuple, &key, &hashcode);
-		lockfence_fence_token(&key, hashcode, token, rel);
+		lockfence_pin_or_reject(&key, hashcode, token, rel);
 	}
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))

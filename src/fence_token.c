@@ -44,7 +44,7 @@
 #include "port/pg_crc32c.h"
 #include "storage/fd.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
 #define LOCKFENCE_STATE_FILE		"lockfence.fence_state"
 #define LOCKFENCE_STATE_TMP_FILE	"lockfence.fence_state.tmp"

@@ -41,7 +41,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
 PGDLLEXPORT void lockfence_reclaimer_main(Datum main_arg);
 

@@ -17,16 +17,13 @@
 #include "storage/proc.h"
 #include "utils/timestamp.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
-void
-lockfence_make_key(LockfenceKey *key, const char *name, int len)
-{
-	Assert(len > 0 && len <= LOCKFENCE_NAME_MAXLEN);
-	memset(key, 0, sizeof(LockfenceKey));
-	key->dbid = MyDatabaseId;
-	memcpy(key->name, name, len);
-}
+static void waiter_dequeue(LockfenceEntry *entry, int procno);
+static bool first_waiter_must_watch(const LockfenceEntry *entry);
+static TimestampTz waiter_wake_at(const LockfenceEntry *entry, int procno);
+static void entry_free(LockfenceEntry *entry, uint32 hashcode,
+					   TimestampTz now, int *wake, int *nwake);
 
 /*
  * Held by someone: a transaction lock, a pinned lease, or a lease that has
@@ -134,8 +131,8 @@ waiter_enqueue(LockfenceEntry *entry, int procno)
 	w->queued = true;
 }
 
-void
-lockfence_waiter_dequeue(LockfenceEntry *entry, int procno)
+static void
+waiter_dequeue(LockfenceEntry *entry, int procno)
 {
 	LockfenceWaiter *w = &lockfence_shared->waiters[procno];
 
@@ -165,8 +162,8 @@ lockfence_waiter_dequeue(LockfenceEntry *entry, int procno)
  * out.  Skipping the other wake-ups saves every hand-off on a busy lock a
  * context switch.  Partition lock held.
  */
-bool
-lockfence_first_waiter_must_watch(const LockfenceEntry *entry)
+static bool
+first_waiter_must_watch(const LockfenceEntry *entry)
 {
 	const LockfenceWaiter *w;
 
@@ -183,11 +180,11 @@ lockfence_first_waiter_must_watch(const LockfenceEntry *entry)
  * its own deadline, or, as first waiter that must watch the holder's lease,
  * when that lease ends.  Partition lock held.
  */
-TimestampTz
-lockfence_waiter_wake_at(const LockfenceEntry *entry, int procno)
+static TimestampTz
+waiter_wake_at(const LockfenceEntry *entry, int procno)
 {
 	if (entry->waiters_head == procno &&
-		lockfence_first_waiter_must_watch(entry))
+		first_waiter_must_watch(entry))
 		return entry->expires_at;
 	return lockfence_shared->waiters[procno].deadline;
 }
@@ -222,11 +219,11 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 		wake[(*nwake)++] = procno;
 		return;
 	}
-	lockfence_waiter_dequeue(entry, procno);
+	waiter_dequeue(entry, procno);
 	w->token = token;
 	w->granted = true;
 	wake[(*nwake)++] = procno;
-	if (lockfence_first_waiter_must_watch(entry))
+	if (first_waiter_must_watch(entry))
 		wake[(*nwake)++] = entry->waiters_head;
 }
 
@@ -238,8 +235,8 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
  * has given up on.  Their own timers wake them.  The entry must not be used
  * after this returns.
  */
-void
-lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
+static void
+entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 					 int *wake, int *nwake)
 {
 	while (entry->nwaiters > 0)
@@ -249,7 +246,7 @@ lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 
 		if (deadline == 0 || now < deadline)
 			break;
-		lockfence_waiter_dequeue(entry, first);
+		waiter_dequeue(entry, first);
 		lockfence_partition_stats(hashcode)->wait_timeouts++;
 	}
 
@@ -267,7 +264,7 @@ lockfence_entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
 
 /*
  * An entry found not live: count the end of its holder's lease, if it had
- * one, and free it (lockfence_entry_free).  Partition lock held exclusively.
+ * one, and free it (entry_free).  Partition lock held exclusively.
  */
 void
 lockfence_entry_expire(LockfenceEntry *entry, uint32 hashcode,
@@ -276,7 +273,7 @@ lockfence_entry_expire(LockfenceEntry *entry, uint32 hashcode,
 	Assert(!lockfence_entry_is_live(entry, now));
 	if (entry->token != 0)
 		lockfence_partition_stats(hashcode)->expiries++;
-	lockfence_entry_free(entry, hashcode, now, wake, nwake);
+	entry_free(entry, hashcode, now, wake, nwake);
 }
 
 /* Set the latches of backends handed a lock; call without LWLocks held. */
@@ -300,7 +297,7 @@ report_table_full(void)
 /*
  * Take the lock for this backend if it is free.  Otherwise report who has it
  * and, when queue_if_busy, link this backend into the lock's FIFO queue and
- * set *wake_at (see lockfence_waiter_wake_at); the caller then sleeps in
+ * set *wake_at (see waiter_wake_at); the caller then sleeps in
  * lockfence_acquire_or_wait() without taking the partition lock again.
  */
 LockfenceAttempt
@@ -368,7 +365,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 			if (*token == 0)
 			{
 				/* over quota: leave nothing behind, not even an empty entry */
-				lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+				entry_free(entry, hashcode, now, wake, &nwake);
 				LWLockRelease(lock);
 				Assert(nwake == 0);
 				return LF_ATTEMPT_OVER_QUOTA;
@@ -411,7 +408,7 @@ lockfence_try_grant(const LockfenceKey *key, uint32 hashcode,
 		me->token = 0;
 		waiter_enqueue(entry, myprocno);
 		lockfence_partition_stats(hashcode)->waits++;
-		*wake_at = lockfence_waiter_wake_at(entry, myprocno);
+		*wake_at = waiter_wake_at(entry, myprocno);
 		result = LF_ATTEMPT_QUEUED;
 	}
 	LWLockRelease(lock);
@@ -469,7 +466,7 @@ lockfence_release_token(const LockfenceKey *key, uint32 hashcode,
 			if (entry->pins > 0)
 				entry->release_pending = true;
 			else
-				lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+				entry_free(entry, hashcode, now, wake, &nwake);
 			released = true;
 		}
 	}
@@ -522,7 +519,7 @@ lockfence_renew_token(const LockfenceKey *key, uint32 hashcode,
 			lockfence_expiry_track(entry, hashcode, now);
 			/* a shorter lease: the first waiter may have to re-arm its timer */
 			if (entry->expires_at < old_expiry &&
-				lockfence_first_waiter_must_watch(entry))
+				first_waiter_must_watch(entry))
 				wake[nwake++] = entry->waiters_head;
 			lockfence_partition_stats(hashcode)->renewals++;
 			renewed = true;
@@ -575,7 +572,7 @@ lockfence_force_release_key(const LockfenceKey *key, uint32 hashcode)
 		if (entry->pins > 0)
 			entry->release_pending = true;	/* freed when unpinned */
 		else
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			entry_free(entry, hashcode, now, wake, &nwake);
 	}
 	LWLockRelease(lock);
 	lockfence_wake_procs(wake, nwake);
@@ -658,13 +655,132 @@ lockfence_unpin_entry(LockfenceEntry *entry, uint32 hashcode, uint64 token)
 		TimestampTz now = GetCurrentTimestamp();
 
 		if (entry->release_pending)
-			lockfence_entry_free(entry, hashcode, now, wake, &nwake);
+			entry_free(entry, hashcode, now, wake, &nwake);
 		else if (!lockfence_entry_is_live(entry, now))
 			lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
-		else if (lockfence_first_waiter_must_watch(entry))
+		else if (first_waiter_must_watch(entry))
 		{
 			/* the first waiter slept without a lease timer while pinned */
 			wake[nwake++] = entry->waiters_head;
+		}
+	}
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+}
+
+/*---- The steps of a wait in a lock's queue (lock_wait.c sleeps between) ----*/
+
+/*
+ * Unlink this backend from the queue.  If it was the first waiter, the next
+ * one may have to take over watching the lease; the lock is freed (handed
+ * on) if the lease has already run out.  Partition lock held exclusively.
+ */
+static void
+leave_queue(LockfenceEntry *entry, uint32 hashcode, int myprocno,
+			TimestampTz now, int *wake, int *nwake)
+{
+	bool		was_first = (entry->waiters_head == myprocno);
+
+	waiter_dequeue(entry, myprocno);
+	if (!lockfence_entry_is_live(entry, now))
+		lockfence_entry_expire(entry, hashcode, now, wake, nwake);
+	else if (was_first && first_waiter_must_watch(entry))
+		wake[(*nwake)++] = entry->waiters_head;
+}
+
+/*
+ * After a sleep in the queue of key (see lockfence_try_grant): was the lock
+ * handed to this backend, or may it take it now (the lease ran out while it
+ * was first in line, or a hand-off left the lock free for it)?  Then
+ * LF_ATTEMPT_GRANTED with *token set.  Did its wait end (deadline, 0 for
+ * none)?  Then LF_ATTEMPT_BUSY, out of the queue.  Otherwise
+ * LF_ATTEMPT_QUEUED, with *wake_at set to when to look again.
+ */
+LockfenceAttempt
+lockfence_check_turn(const LockfenceKey *key, uint32 hashcode,
+					 TimestampTz deadline, uint64 *token, TimestampTz *wake_at)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			myprocno = lockfence_my_procno();
+	LockfenceWaiter *me = &lockfence_shared->waiters[myprocno];
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+	LockfenceEntry *entry;
+	LockfenceAttempt result = LF_ATTEMPT_QUEUED;
+	TimestampTz now;
+
+	/* in case we take the lock ourselves below: tokens ready, no lock */
+	lockfence_token_prepare();
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	now = GetCurrentTimestamp();
+	entry = me->entry;
+	if (me->granted)
+	{
+		/* handed over before our deadline, even if we notice it late */
+		*token = me->token;
+		me->granted = false;
+		result = LF_ATTEMPT_GRANTED;
+	}
+	else if (!me->queued)
+	{
+		/* a releaser found our deadline passed and skipped us */
+		result = LF_ATTEMPT_BUSY;
+	}
+	else if (deadline != 0 && now >= deadline)
+	{
+		leave_queue(entry, hashcode, myprocno, now, wake, &nwake);
+		lockfence_partition_stats(hashcode)->wait_timeouts++;
+		result = LF_ATTEMPT_BUSY;
+	}
+	else if (entry->waiters_head == myprocno &&
+			 !lockfence_entry_is_live(entry, now))
+	{
+		/*
+		 * The holder's lease ran out while we were first in line, or a
+		 * hand-off left the lock free for us to take (fence_token.c).
+		 */
+		lockfence_entry_expire(entry, hashcode, now, wake, &nwake);
+		Assert(me->granted);
+		*token = me->token;
+		me->granted = false;
+		result = LF_ATTEMPT_GRANTED;
+	}
+	else
+		*wake_at = waiter_wake_at(entry, myprocno);
+	LWLockRelease(lock);
+	lockfence_wake_procs(wake, nwake);
+	return result;
+}
+
+/*
+ * After an error or at exit during a wait for key: leave its queue, or give
+ * back the lock if it was handed to this backend but never reached the
+ * caller.  No LWLock held.
+ */
+void
+lockfence_give_up_turn(const LockfenceKey *key, uint32 hashcode)
+{
+	LWLock	   *lock = lockfence_partition_lock(hashcode);
+	int			myprocno = lockfence_my_procno();
+	LockfenceWaiter *me = &lockfence_shared->waiters[myprocno];
+	int			wake[MAX_WAKE_PER_FREE];
+	int			nwake = 0;
+
+	LWLockAcquire(lock, LW_EXCLUSIVE);
+	if (me->queued)
+		leave_queue(me->entry, hashcode, myprocno, GetCurrentTimestamp(),
+					wake, &nwake);
+	else if (me->granted)
+	{
+		LockfenceEntry *entry;
+
+		me->granted = false;
+		entry = hash_search_with_hash_value(lockfence_hash, key, hashcode,
+											HASH_FIND, NULL);
+		if (entry != NULL && entry->token == me->token)
+		{
+			lockfence_partition_stats(hashcode)->releases++;
+			entry_free(entry, hashcode, GetCurrentTimestamp(), wake, &nwake);
 		}
 	}
 	LWLockRelease(lock);

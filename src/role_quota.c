@@ -28,7 +28,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
 #define ROLE_SLOTS 4096			/* power of 2 */
 

@@ -64,7 +64,6 @@
  */
 #include "postgres.h"
 
-#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "port/pg_bitutils.h"
 #include "postmaster/autovacuum.h"
@@ -74,7 +73,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
 /* Largest segment of the lock table's bucket array (see below). */
 #define LOCKFENCE_MAX_SEGMENT_BUCKETS	(1L << 16)
@@ -126,24 +125,6 @@ lockfence_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(lockfence_shmem_size());
 	RequestNamedLWLockTranche("lockfence", LOCKFENCE_NUM_PARTITIONS + 2);
-}
-
-/* dynahash callbacks: hash and compare the name only up to its terminator */
-uint32
-lockfence_key_hash_callback(const void *key, Size keysize)
-{
-	return lockfence_key_hash((const LockfenceKey *) key);
-}
-
-int
-lockfence_key_match_callback(const void *key1, const void *key2, Size keysize)
-{
-	const LockfenceKey *k1 = key1;
-	const LockfenceKey *k2 = key2;
-
-	if (k1->dbid != k2->dbid)
-		return 1;
-	return strcmp(k1->name, k2->name);
 }
 
 /*
@@ -252,15 +233,6 @@ lockfence_check_loaded(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("lockfence must be loaded via \"shared_preload_libraries\""),
 				 errhint("Add lockfence to \"shared_preload_libraries\" in postgresql.conf and restart the server.")));
-}
-
-uint32
-lockfence_key_hash(const LockfenceKey *key)
-{
-	uint32		h = hash_bytes((const unsigned char *) key->name,
-							   strlen(key->name));
-
-	return hash_combine(h, murmurhash32((uint32) key->dbid));
 }
 
 LWLock *

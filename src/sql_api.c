@@ -87,18 +87,14 @@ get_lock_key(FunctionCallInfo fcinfo, int argno, LockfenceKey *key,
 			 uint32 *hashcode)
 {
 	text	   *name;
-	int			len;
 
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("lock name must not be null")));
 	name = PG_GETARG_TEXT_PP(argno);
-	len = VARSIZE_ANY_EXHDR(name);
-	lockfence_check_name_length(len);
-
-	lockfence_make_key(key, VARDATA_ANY(name), len);
-	*hashcode = lockfence_key_hash(key);
+	*hashcode = lockfence_make_key(key, VARDATA_ANY(name),
+								   VARSIZE_ANY_EXHDR(name));
 }
 
 static uint64
@@ -461,6 +457,6 @@ lockfence_pin(PG_FUNCTION_ARGS)
 	get_lock_key(fcinfo, 0, &key, &hashcode);
 	token = get_token(fcinfo, 1);
 
-	lockfence_fence_token(&key, hashcode, (int64) token, NULL);
+	lockfence_pin_or_reject(&key, hashcode, (int64) token, NULL);
 	PG_RETURN_VOID();
 }

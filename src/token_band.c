@@ -60,7 +60,7 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
 PG_FUNCTION_INFO_V1(lockfence_advance_tokens);
 

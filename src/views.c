@@ -26,7 +26,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "lockfence.h"
+#include "lock_table_internal.h"
 
 PG_FUNCTION_INFO_V1(lockfence_lock_status);
 PG_FUNCTION_INFO_V1(lockfence_stats);
@@ -214,6 +214,17 @@ walk_partition(int partition, ReturnSetInfo *rsinfo, LockRow *rows,
 
 		put_rows(rsinfo, rows, nrows, sees_all_tokens);
 	}
+}
+
+/*
+ * Count a write the fence trigger or pin() rejected: in monotonic mode (an
+ * older token than the row's) or for a lock not held (lease mode).
+ */
+void
+lockfence_count_fence_rejection(bool lease_mode)
+{
+	pg_atomic_fetch_add_u64(lease_mode ? &lockfence_shared->lease_rejections :
+							&lockfence_shared->monotonic_rejections, 1);
 }
 
 /*
