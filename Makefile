@@ -64,7 +64,7 @@ endif
 
 .DEFAULT_GOAL := all
 
-$(OBJS): src/lockfence.h src/compat.h .lockfence-built-for
+$(OBJS): src/lockfence.h src/lock_table_internal.h src/compat.h .lockfence-built-for
 
 # The server headers the objects were built against, rewritten (when make
 # reads this file) only when they change: another PG_CONFIG (make
