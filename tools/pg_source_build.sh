@@ -103,13 +103,19 @@ build=$cache/build-$name
 rm -rf "$build" "$prefix"
 mkdir -p "$build"
 tar -C "$build" --strip-components=1 -xf "$orig"
-{
+# Run from make (make test-versions), this script inherits MAKELEVEL, and
+# PostgreSQL's build generates its headers (errcodes.h, ...) only in a
+# top-level make: so the build runs without make's variables, and stops at
+# the first step that fails.
+(
+	set -e
+	unset MAKELEVEL MAKEFLAGS MFLAGS
 	cd "$build"
 	./configure --prefix="$prefix" "${flags[@]}"
 	make -j"$(nproc)"
 	make install
 	make -C src/test/isolation install
-} >"$log" 2>&1 || {
+) >"$log" 2>&1 || {
 	tail -n 40 "$log" >&2
 	echo "pg_source_build: building PostgreSQL $major failed (log: $log)" >&2
 	exit 1
