@@ -4,7 +4,8 @@
 # each its own transaction; (Ir(N2) - Ir(N1)) / (N2 - N1) is the cost of one
 # statement, start-up and setup cancelling out.  Not part of make bench (it
 # takes about 15 minutes):  ./bench/callgrind.sh  (builds and installs this
-# tree's library first, like make bench).
+# tree's library first, like make bench).  Each figure is also appended to
+# bench/results.tsv.
 #
 # Environment: PG_CONFIG, TEST_USER as for make test; CG_N1, CG_N2 (default
 # 1000 and 3000).
@@ -172,5 +173,7 @@ for s in \
 	a=$(ir "$s" "$N1")
 	b=$(ir "$s" "$N2")
 	printf '%9d  %s\n' $(((b - a) / (N2 - N1))) "$s"
+	(cd "$src" && lf_bench_record "callgrind, PostgreSQL $("$bindir/postgres" -V | awk '{ print $3 }'), N1=$N1 N2=$N2" \
+		"instructions per statement: $s" $(((b - a) / (N2 - N1))))
 done
 lf_require_installed_build callgrind.sh "$src"

@@ -136,3 +136,17 @@ lf_server_stop() {
 	run_pg "$bindir/pg_ctl" -D "$1/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
 		run_pg "$bindir/pg_ctl" -D "$1/data" -m immediate -w stop >/dev/null 2>&1
 }
+
+# Append one measurement to bench/results.tsv, the benchmarks' one results
+# file: date (UTC), commit (with "+changes" when the tree differs from it),
+# machine, configuration, metric, value; tab-separated, one line each.
+# Usage: lf_bench_record CONFIGURATION METRIC VALUE (from the tree's top).
+lf_bench_record() {
+	local file=bench/results.tsv commit machine
+	commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+	git diff --quiet HEAD -- src sql 2>/dev/null || commit="$commit+changes"
+	machine="$(nproc) CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(free -g | awk '/^Mem:/ { print $2 }') GB"
+	[ -f "$file" ] || printf 'date\tcommit\tmachine\tconfiguration\tmetric\tvalue\n' >"$file"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" \
+		"$machine" "$1" "$2" "$3" >>"$file"
+}
