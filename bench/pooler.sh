@@ -202,6 +202,8 @@ compare() {
 	median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 	printf '%-24s %10.0f %10.0f %8.2f   ratios:%s\n' "$label" \
 		"$(median <<<"$lf_all")" "$(median <<<"$adv_all")" "$(median <<<"$ratios")" "$ratios"
+	lf_bench_record "pgbouncer transaction pooling, $POOLER_CLIENTS clients, pool of $POOLER_CLIENTS, $POOLER_ROUNDS rounds of $POOLER_SECONDS s, alternating" \
+		"tps, lockfence / pg_advisory_xact_lock, median of rounds: $label" "$(median <<<"$ratios")"
 }
 
 v0=$(sql -c 'SELECT sum(v) FROM ctr')

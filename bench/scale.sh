@@ -154,6 +154,10 @@ PY
 	[ -z "$idle" ] && idle=$last
 	# compared with idle, or with the control run given as $2
 	set -- $last ${ref:-$idle}
+	(cd "$src" && lf_bench_record "scale: one client's try_acquire + release, lockfence.max_locks = $max_locks, $SCALE_SECONDS s" \
+		"p99 ms: $label" "$3" &&
+		lf_bench_record "scale: one client's try_acquire + release, lockfence.max_locks = $max_locks, $SCALE_SECONDS s" \
+		"max ms: $label" "$4")
 	awk -v label="$label" -v tps="$1" -v p50="$2" -v p99="$3" -v mx="$4" \
 		-v itps="$5" -v ip50="$6" -v ip99="$7" -v imx="$8" 'BEGIN {
 		verdict = (p99 <= 2 * ip99 && mx <= 2 * imx && mx <= 10) ? "PASS" : "MISS";

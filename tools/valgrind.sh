@@ -30,6 +30,7 @@ parts=${VALGRIND_PARTS:-regress tap}
 work=$(mktemp -d /tmp/lockfence-valgrind.XXXXXX)
 chmod 755 "$work"
 mkdir -p "$work/logs"
+cp tools/valgrind.supp "$work/valgrind.supp"
 [ "$(id -u)" -eq 0 ] && chown "$TEST_USER" "$work" "$work/logs"
 t_start=$(date +%s)
 
@@ -37,7 +38,7 @@ t_start=$(date +%s)
 # its own log (%p: valgrind opens a new one in every forked child); the
 # wrapper puts a per-start prefix in front, as pids are reused over a long
 # run.
-valgrind_opts="--quiet --trace-children=yes --track-origins=yes --error-limit=no --num-callers=30"
+valgrind_opts="--quiet --trace-children=yes --track-origins=yes --error-limit=no --num-callers=30 --suppressions=$work/valgrind.supp"
 
 # A postgres that runs the real one under valgrind: "$1" is the wrapper to
 # write.  Quick calls that print and exit (pg_ctl checks postgres -V next to
@@ -156,7 +157,7 @@ fi
 # information, so a file name such as shmem.c in a frame can only be
 # lockfence's.  A process killed by a test (SIGKILL, crash loops) leaves a
 # log cut short; an error it had reported is in it all the same.
-frames='lockfence\.so|\((lockfence|shmem|fence_token|lock_table|lock_wait|backend_locks|sql_api|views|fence_check|row_locks|lock_version|role_quota|lease_expiry)\.c:[0-9]+\)'
+frames='lockfence\.so|\((lockfence|lock_key|shmem|fence_token|token_band|lock_table|lock_wait|backend_locks|sql_api|views|fence_check|row_locks|lock_version|role_quota|lease_expiry)\.c:[0-9]+\)'
 logs=$(find "$work/logs" -name 'valgrind.*.log' | wc -l)
 # the first line of each error report
 errors=$(cat "$work"/logs/valgrind.*.log 2>/dev/null |

@@ -177,8 +177,12 @@ def main():
     check("the counter holds every accepted write and nothing else (no lost update)",
           final_v, start_v + len(accepted))
     check("tokens are distinct", len({r["token"] for r in done}), len(done))
-    check("FIFO: no turn got the lock before one that reached the server 2 ms earlier",
-          fifo_inversions(done)[:5], [])
+    # the margin covers a request's work between its arrival and the queue
+    # (parse, plan, and at a connection's first grant the read of the
+    # database's token record), which valgrind stretches like everything
+    check("FIFO: no turn got the lock before one that reached the server %g ms earlier"
+          % (2 * SCALE),
+          fifo_inversions(done, 0.002 * SCALE)[:5], [])
 
 
 tap_checks.run(main)
