@@ -8,9 +8,10 @@
  * need to remember it.  Session-bound and transaction locks must also end
  * with their backend or transaction, so they are remembered here, in
  * lockfence_session_context(), and released by the transaction callbacks
- * and by a before_shmem_exit callback.  A remembered lock may have been released by
- * somebody else meanwhile (release from another connection, force_release,
- * lease expiry); releasing it again by its token is then a no-op.
+ * and by a before_shmem_exit callback.  A remembered lock may have been
+ * released by somebody else meanwhile (release from another connection,
+ * force_release, lease expiry); releasing it again by its token is then a
+ * no-op.
  *
  * Pins are what the fence trigger (or lockfence.pin) took on leases for
  * the current transaction, at most one per lock, so that writing many rows
@@ -304,7 +305,8 @@ lockfence_remember_reserve(void)
 	if (held == NULL)
 	{
 		maxheld = 16;
-		held = MemoryContextAlloc(lockfence_session_context(), maxheld * sizeof(HeldLock));
+		held = MemoryContextAlloc(lockfence_session_context(),
+								  maxheld * sizeof(HeldLock));
 	}
 	else
 	{

@@ -191,6 +191,17 @@ current_timeline(void)
 	return GetWALInsertionTimeLine();
 }
 
+/* A standby grants nothing: its tokens could repeat the primary's. */
+void
+lockfence_refuse_grant_in_recovery(void)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot grant lockfence locks during recovery"),
+				 errhint("Locks are granted by the primary server only.")));
+}
+
 /* First use since startup: continue above the durable mark.  Token lock held. */
 static void
 initialise_tokens(LockfenceTokenState *ts)
@@ -198,12 +209,7 @@ initialise_tokens(LockfenceTokenState *ts)
 	uint64		high_water;
 	uint64		limit;
 
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot grant lockfence locks during recovery"),
-				 errhint("Locks are granted by the primary server only.")));
-
+	lockfence_refuse_grant_in_recovery();
 	high_water = read_high_water();
 	limit = high_water + (uint64) lockfence_token_block_size;
 	if (limit > LOCKFENCE_SEQ_END)
@@ -326,10 +332,9 @@ lockfence_token_next_reserved(uint32 band, uint64 *token)
 
 /*
  * The next fence token of the given band, for a grant to the calling
- * request itself.  May be
- * called with a partition lock held; writes the state file (and may raise
- * an error) only when the reserve was used up since the request's
- * lockfence_token_prepare().
+ * request itself.  May be called with a partition lock held; writes the
+ * state file (and may raise an error) only when the reserve was used up
+ * since the request's lockfence_token_prepare().
  */
 uint64
 lockfence_token_next(uint32 band)

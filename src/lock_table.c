@@ -237,7 +237,7 @@ grant_to_first_waiter(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
  */
 static void
 entry_free(LockfenceEntry *entry, uint32 hashcode, TimestampTz now,
-					 int *wake, int *nwake)
+		   int *wake, int *nwake)
 {
 	while (entry->nwaiters > 0)
 	{

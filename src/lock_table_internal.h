@@ -192,6 +192,7 @@ extern bool lockfence_role_charge(Oid role, bool enforce);
 extern void lockfence_role_uncharge(Oid role);
 
 /* fence_token.c */
+extern void lockfence_refuse_grant_in_recovery(void);
 extern void lockfence_token_prepare(void);
 extern bool lockfence_token_try_reserve_ahead(void);
 extern uint64 lockfence_token_next(uint32 band);

@@ -109,7 +109,6 @@ extern void lockfence_check_loaded(void);
 
 /* token_band.c */
 extern uint32 lockfence_token_band(void);
-extern bool lockfence_token_band_known(uint32 *band);
 
 /*
  * Who presents a token.  A lease belongs to the role that took it; roles

@@ -257,26 +257,17 @@ lockfence_token_band(void)
 	if (likely(band_valid && band_generation == generation))
 		return my_band;
 
-	if (RecoveryInProgress())
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot grant lockfence locks during recovery"),
-				 errhint("Locks are granted by the primary server only.")));
+	lockfence_refuse_grant_in_recovery();
 	if (!settle_band(0, &my_band))
-		my_band = check_band((uint64) GetWALInsertionTimeLine() - 1);
+	{
+		/* lockfence's objects are older than 0.2: a database without a record */
+		TokenHistory none = {0};
+
+		my_band = band_after(&none, GetWALInsertionTimeLine());
+	}
 	band_generation = generation;
 	band_valid = true;
 	return my_band;
-}
-
-/* The band of this database's grants, if this backend has worked it out. */
-bool
-lockfence_token_band_known(uint32 *band)
-{
-	if (!band_valid)
-		return false;
-	*band = my_band;
-	return true;
 }
 
 /*
