@@ -88,10 +88,10 @@ bench:
 	@./bench/run.sh
 
 bench-scale:
-	@./bench/scale.sh
+	@SECTIONS=scale ./bench/run.sh
 
 bench-pooler:
-	@./bench/pooler.sh
+	@SECTIONS=pooler ./bench/run.sh
 
 valgrind:
 	@./tools/valgrind.sh

@@ -15,7 +15,7 @@ CREATE TABLE bench.leases_upd (name text PRIMARY KEY, token bigint NOT NULL,
 INSERT INTO bench.leases_upd
     SELECT i::text, 1, '-infinity' FROM generate_series(1, :nkeys) i;
 
--- The fence trigger: six identical tables, filled at the start of the
+-- The fence trigger: five identical tables, filled at the start of the
 -- fence section (bench/fence_setup.sql).  fillfactor 80 leaves room for HOT
 -- updates in all of them alike.
 CREATE TABLE bench.acct_plain (id int PRIMARY KEY, balance bigint NOT NULL,
@@ -24,8 +24,6 @@ CREATE TABLE bench.acct_mono (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfac
 CREATE TABLE bench.acct_lease (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
 CREATE TABLE bench.acct_plpgsql (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
 CREATE TABLE bench.acct_noop (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
--- A/A control: a second table without trigger, run like the others.
-CREATE TABLE bench.acct_plain2 (LIKE bench.acct_plain INCLUDING ALL) WITH (fillfactor = 80);
 
 -- What an application would write without lockfence: fence_check's
 -- monotonic mode in PL/pgSQL.

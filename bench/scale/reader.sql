@@ -1,0 +1,2 @@
+-- Reads the whole lockfence.locks view.
+SELECT count(*) FROM lockfence.locks;
