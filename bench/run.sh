@@ -27,7 +27,9 @@
 # Method.  A comparison runs its pgbench scripts in one server, one after the
 # other, in rounds whose order reverses every other round (linear drift
 # cancels), and reports each script's median tps and the median of the
-# per-round ratios.  Every figure is printed and appended to
+# per-round ratios.  At one client the locks and fence scripts also run
+# together in the same pgbench runs (every transaction picks one), which
+# takes the VM's run-to-run noise out of their ratios (ratios of latency).  Every figure is printed and appended to
 # bench/results.tsv (date, commit, machine, configuration, metric, value).
 # Each section has a throwaway server of its own (temporary directory, unix
 # socket, free port, run as $TEST_USER when started as root), stopped and
@@ -70,6 +72,7 @@ done
 fail() { echo "run.sh: $*" >&2; exit 1; }
 heading() { printf '\n=== %s\n' "$*"; }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+clients() { if [ "$1" = 1 ]; then echo "1 client"; else echo "$1 clients"; fi; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 # record CONFIGURATION METRIC VALUE: append to bench/results.tsv (not in a
 # quick run, whose figures mean nothing)
@@ -171,6 +174,27 @@ compare() {
 	record "$4" "tps ratio, median of rounds: $5" "$m"
 }
 
+# samerun GROUP CLIENTS "OPTIONS" SCRIPT...: ROUNDS pgbench runs with all
+# the scripts at once (each transaction picks one at random), so that every
+# script meets the same conditions; TPS[GROUP SCRIPT] collects, per run, the
+# inverse of the script's mean latency, so compare() reads latency ratios.
+samerun() {
+	local group=$1 c=$2 opts=$3 r s out lat files=()
+	shift 3
+	for s in "$@"; do files+=(-f "$tmp/scripts/$s.sql"); done
+	for r in $(seq "$ROUNDS"); do
+		# shellcheck disable=SC2086 # OPTIONS are words
+		out=$(run_pg "$bindir/pgbench" -h "$server" -p "$port" -n -M "$PROTOCOL" -c "$c" -j $((c < NCPU ? c : NCPU)) \
+			-T "$RUN_SECONDS" "${files[@]}" $opts postgres 2>&1) || { echo "$out" >&2; fail "pgbench ($*) failed"; }
+		for s in "$@"; do
+			lat=$(awk -v f="/$s.sql" 'index($0, "SQL script") == 1 { on = (substr($0, length($0) - length(f) + 1) == f) }
+				on && /latency average =/ { sub(/.*latency average = /, ""); print $1; exit }' <<<"$out")
+			[ -n "$lat" ] || { echo "$out" >&2; fail "no latency for $s in the same-run output"; }
+			TPS[$group $s]+="$(calc %.3f "1000 / $lat") "
+		done
+	done
+}
+
 echo "lockfence benchmarks: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 echo "machine: $NCPU CPUs, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo); PostgreSQL $pgversion; sections: $SECTIONS"
 [ -n "$QUICK" ] && echo "BENCH_QUICK: a smoke run; the figures mean nothing and are not recorded"
@@ -182,19 +206,35 @@ start_bench_server() {
 lockfence.max_locks = $((NROWS * 2))
 shared_buffers = 256MB
 max_connections = 100
+max_wal_size = 16GB
+checkpoint_timeout = 1h
 EOF
 	sql -v nkeys="$NKEYS" -f "$tmp/scripts/setup.sql" >/dev/null || fail "bench/setup.sql failed"
 }
 
 section_locks() {
-	local c config opts
+	local c config flush
 	heading "locks: pgbench, $ROUNDS rounds of $RUN_SECONDS s, -M $PROTOCOL, synchronous_commit = on"
 	echo "  lf_* lockfence, adv_* pg_advisory_lock; 2rt: acquire and release as two statements, 1rt: one;"
 	echo "  try: try_acquire or pg_try_advisory_lock; tbl_upd, tbl_del: a lease kept as a row, released by UPDATE, DELETE"
 	start_bench_server locks
+	# the table lease's commits wait for WAL flushes, lockfence's do not
+	flush=$(run_pg "$bindir/pg_test_fsync" -s 1 -f "$server/fsync.test" 2>&1 |
+		awk '/one 8kB write/ { on = 1 } on && $1 == "fdatasync" { print $(NF - 1); exit }')
+	[[ $flush =~ ^[0-9.]+$ ]] || fail "pg_test_fsync gave no fdatasync time"
+	echo "  a WAL flush here (pg_test_fsync, fdatasync of one 8 kB write): $flush us"
+	record "locks, PostgreSQL $pgversion" "fdatasync of one 8 kB write, us (pg_test_fsync)" "$flush"
+	if [[ " $CLIENTS " == *" 1 "* ]]; then
+		config="locks, random keys, 1 client, same run, $ROUNDS runs of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
+		echo "random keys, 1 client, all six scripts in the same runs (ratios of mean latencies)"
+		samerun same/1 1 "-D nkeys=$NKEYS" lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try
+		compare same/1 lf_2rt adv_2rt "$config" "acquire; release / pg_advisory_lock; unlock"
+		compare same/1 lf_1rt adv_1rt "$config" "release(acquire()) / lock and unlock in one statement"
+		compare same/1 lf_try adv_try "$config" "try_acquire; release / pg_try_advisory_lock; unlock"
+	fi
 	for c in $CLIENTS; do
-		config="locks, random keys, $c clients, $ROUNDS rounds of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
-		echo "random keys, $c clients"
+		config="locks, random keys, $(clients "$c"), $ROUNDS rounds of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
+		echo "random keys, $(clients "$c")"
 		rounds "keys/$c" "$c" "-D nkeys=$NKEYS" lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try tbl_upd tbl_del
 		compare "keys/$c" lf_2rt adv_2rt "$config" "acquire; release / pg_advisory_lock; unlock"
 		compare "keys/$c" lf_1rt adv_1rt "$config" "release(acquire()) / lock and unlock in one statement"
@@ -204,8 +244,8 @@ section_locks() {
 	done
 	for c in $CLIENTS; do
 		[ "$c" -gt 1 ] || continue
-		config="locks, one hot key, $c clients, $ROUNDS rounds of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
-		echo "one hot key, $c clients"
+		config="locks, one hot key, $(clients "$c"), $ROUNDS rounds of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
+		echo "one hot key, $(clients "$c")"
 		rounds "hot/$c" "$c" "-D nkeys=1" lf_2rt adv_2rt lf_1rt adv_1rt lf_try adv_try
 		compare "hot/$c" lf_2rt adv_2rt "$config" "acquire; release / pg_advisory_lock; unlock"
 		compare "hot/$c" lf_1rt adv_1rt "$config" "release(acquire()) / lock and unlock in one statement"
@@ -226,9 +266,19 @@ section_fence() {
 	{ [ "$nleases" = "$NROWS" ] && [ "$tokbase" = "$tokmax" ]; } ||
 		fail "the row leases' tokens are not tokbase + id ($tokbase, $tokmax, $nleases rows)"
 	opts="-D nrows=$NROWS -D tokbase=$tokbase"
+	if [[ " $CLIENTS " == *" 1 "* ]]; then
+		config="fence, $NROWS rows, 1 client, same run, $ROUNDS runs of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
+		echo "1 client, all five scripts in the same runs (ratios of mean latencies)"
+		samerun same/fence "1" "$opts" fence_plain fence_noop fence_mono fence_lease fence_plpgsql
+		compare same/fence fence_mono fence_plain "$config" "fence_check monotonic / no trigger"
+		compare same/fence fence_lease fence_plain "$config" "fence_check lease mode / no trigger"
+		compare same/fence fence_mono fence_noop "$config" "fence_check monotonic / minimal C trigger"
+		compare same/fence fence_lease fence_noop "$config" "fence_check lease mode / minimal C trigger"
+		compare same/fence fence_mono fence_plpgsql "$config" "fence_check monotonic / the check in PL/pgSQL"
+	fi
 	for c in $CLIENTS; do
-		config="fence, $NROWS rows, $c clients, $ROUNDS rounds of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
-		echo "$c clients"
+		config="fence, $NROWS rows, $(clients "$c"), $ROUNDS rounds of $RUN_SECONDS s, pgbench -M $PROTOCOL, PostgreSQL $pgversion"
+		clients "$c"
 		rounds "fence/$c" "$c" "$opts" fence_plain fence_noop fence_mono fence_lease fence_plpgsql
 		compare "fence/$c" fence_mono fence_plain "$config" "fence_check monotonic / no trigger"
 		compare "fence/$c" fence_lease fence_plain "$config" "fence_check lease mode / no trigger"
@@ -277,7 +327,14 @@ section_inproc() {
 	query[loop_with_text]="SELECT count('k' || i) FROM $series"
 	query[loop]="SELECT count(*) FILTER (WHERE i > 0) FROM $series"
 	heading "inproc: $INPROC_N calls in one statement, a new session each, median of $ROUNDS (ns per call)"
-	start_server inproc <<<"lockfence.max_locks = $((INPROC_N + 1000))"
+	# PostgreSQL's lock table has max_locks_per_transaction * MaxBackends
+	# entries (MaxBackends: 20 connections + 3 autovacuum workers + 1 + 8
+	# worker processes + 10 WAL senders); one session holds INPROC_N
+	start_server inproc <<EOF
+lockfence.max_locks = $((INPROC_N + 1000))
+max_connections = 20
+max_locks_per_transaction = $(((INPROC_N * 11 / 10 + 41) / 42))
+EOF
 	sql -c "CREATE EXTENSION lockfence" || fail "CREATE EXTENSION failed"
 	for r in $(seq "$ROUNDS"); do
 		for k in "${!query[@]}"; do
@@ -508,8 +565,8 @@ EOF
 # hold exactly the UPDATEs pgbench counted, with no wait timed out.
 section_pooler() {
 	local bport v0 v1 t0 t1 counted c=$POOLER_CLIENTS
-	local config="pooler: pgbouncer transaction pooling, $c clients, pool of $c, $ROUNDS rounds of $RUN_SECONDS s, PostgreSQL $pgversion"
-	heading "pooler: through pgbouncer (transaction pooling), $c clients, pool of $c, lockfence / pg_advisory_xact_lock"
+	local config="pooler: pgbouncer transaction pooling, $(clients "$c"), pool of $c, $ROUNDS rounds of $RUN_SECONDS s, PostgreSQL $pgversion"
+	heading "pooler: through pgbouncer (transaction pooling), $(clients "$c"), pool of $c, lockfence / pg_advisory_xact_lock"
 	start_server pooler <<<"max_connections = 100"
 	sql -c "CREATE EXTENSION lockfence" -c "CREATE TABLE ctr (id int PRIMARY KEY, v bigint NOT NULL)" \
 		-c "INSERT INTO ctr SELECT i, 0 FROM generate_series(0, $c) i" || fail "pooler setup failed"
