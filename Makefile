@@ -36,15 +36,17 @@ PGFILEDESC = "lockfence - leased named locks with fence tokens"
 
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 
-# Tests live in sql_tests/, specs/ and expected/; pg_regress wants them as
-# <inputdir>/sql, <inputdir>/specs and <inputdir>/expected, so they are
-# linked into test_input/.
+# Tests: pg_regress inputs in sql_tests/, isolation specs in specs/, the
+# expected outputs of both in expected/, TAP tests in t/.  The isolation
+# tester finds specs/ and expected/ where they are; pg_regress wants its
+# inputs in <inputdir>/sql, which holds the install scripts here, so
+# test_input/ points sql and expected at sql_tests/ and expected/.
 REGRESS = $(patsubst sql_tests/%.sql,%,$(sort $(wildcard sql_tests/*.sql)))
 REGRESS_OPTS = --inputdir=test_input --outputdir=test_output/regress \
 	--temp-instance=test_output/regress_instance \
 	--temp-config=sql_tests/lockfence.conf --load-extension=lockfence
 ISOLATION = $(patsubst specs/%.spec,%,$(sort $(wildcard specs/*.spec)))
-ISOLATION_OPTS = --inputdir=test_input --outputdir=test_output/isolation \
+ISOLATION_OPTS = --outputdir=test_output/isolation \
 	--temp-instance=test_output/isolation_instance \
 	--temp-config=sql_tests/lockfence.conf --load-extension=lockfence
 TAP_TESTS = 1
@@ -76,7 +78,6 @@ test_input:
 	mkdir -p test_input test_output
 	ln -sfn ../sql_tests test_input/sql
 	ln -sfn ../expected test_input/expected
-	ln -sfn ../specs test_input/specs
 
 test:
 	@./tools/test.sh

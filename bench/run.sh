@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lockfence's benchmarks: one driver, one section per comparison.
 #
-#   make bench                            the default sections, about 25 minutes on 2 vCPUs
+#   make bench                            the default sections, about 17 minutes on 2 vCPUs
 #   make bench SECTIONS="locks fence"     the sections named
 #   BENCH_QUICK=1 make bench              every section briefly: a smoke run, nothing recorded
 #
@@ -565,7 +565,8 @@ EOF
 # hold exactly the UPDATEs pgbench counted, with no wait timed out.
 section_pooler() {
 	local bport v0 v1 t0 t1 counted c=$POOLER_CLIENTS
-	local config="pooler: pgbouncer transaction pooling, $(clients "$c"), pool of $c, $ROUNDS rounds of $RUN_SECONDS s, PostgreSQL $pgversion"
+	local config
+	config="pooler: pgbouncer transaction pooling, $(clients "$c"), pool of $c, $ROUNDS rounds of $RUN_SECONDS s, PostgreSQL $pgversion"
 	heading "pooler: through pgbouncer (transaction pooling), $(clients "$c"), pool of $c, lockfence / pg_advisory_xact_lock"
 	start_server pooler <<<"max_connections = 100"
 	sql -c "CREATE EXTENSION lockfence" -c "CREATE TABLE ctr (id int PRIMARY KEY, v bigint NOT NULL)" \
