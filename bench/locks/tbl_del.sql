@@ -1,4 +1,4 @@
--- Baseline 2, the issue's table lease: take the row if it is absent or its
+-- Baseline 2, the table lease: take the row if it is absent or its
 -- lease ran out, release by DELETE.  The token restarts at 1 whenever the
 -- row was deleted, so it is not a fence token.  Never blocks for long: a
 -- held lease returns no row (\aset then leaves tok at 0).

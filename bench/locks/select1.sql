@@ -1,2 +1,0 @@
--- Baseline 3: the round-trip ceiling.
-SELECT 1;
