@@ -78,6 +78,8 @@ calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 # quick run, whose figures mean nothing)
 record() { [ -n "$QUICK" ] || lf_bench_record "$@"; }
 
+# the callgrind section also needs valgrind
+[[ " $SECTIONS " == *" callgrind "* ]] && LF_PACKAGES+=" valgrind"
 lf_install_packages
 lf_build_and_install
 bindir=$(lf_bindir)
