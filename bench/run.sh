@@ -106,14 +106,18 @@ chmod 644 "$tmp"/scripts/*
 dbuser=$(run_pg id -un)                 # the servers' superuser
 : >"$tmp/processed"
 
-# start_server NAME: a new server in $tmp/NAME with lockfence preloaded and
-# the settings on standard input.
-start_server() {
-	server=$tmp/$1
+# init_datadir NAME: a data directory in $tmp/NAME/data with lockfence
+# preloaded and the settings on standard input; sets port.
+init_datadir() {
 	port=$(lf_pick_port) || fail "no free port"
-	run_pg mkdir "$server"
+	run_pg mkdir "$tmp/$1"
 	{ echo "shared_preload_libraries = 'lockfence'"; echo "jit = off"; cat; } |
-		lf_server_init "$server" "$port" || fail "initdb failed"
+		lf_server_init "$tmp/$1" "$port" || fail "initdb failed"
+}
+# start_server NAME: a new server in $tmp/NAME, settings as for init_datadir.
+start_server() {
+	init_datadir "$1"
+	server=$tmp/$1
 	lf_server_start "$server" "$src" || fail "the $1 server did not start"
 }
 stop_server() { lf_server_stop "$server"; server=""; }
@@ -125,19 +129,27 @@ no_locks_left() {
 	[ "$n" = 0 ] || fail "$n locks still held after $1"
 }
 
-# pgbench_tps SCRIPT CLIENTS [OPTION...]: one pgbench run of RUN_SECONDS
-# against the server (or via_host and via_port: pgbouncer); prints its tps
-# and adds "SCRIPT TRANSACTIONS" to $tmp/processed.  Any failed transaction
-# fails the benchmark.
+# pgbench_run CLIENTS OPTION...: one pgbench run of RUN_SECONDS against the
+# server (or via_host and via_port: pgbouncer); prints its output.  An
+# error or any failed transaction fails the benchmark.
 via_host="" via_port=""
+pgbench_run() {
+	local c=$1 out
+	shift
+	out=$(run_pg "$bindir/pgbench" -h "${via_host:-$server}" -p "${via_port:-$port}" -n -M "$PROTOCOL" \
+		-c "$c" -j $((c < NCPU ? c : NCPU)) -T "$RUN_SECONDS" "$@" postgres 2>&1) ||
+		{ echo "$out" >&2; fail "pgbench $* failed"; }
+	grep -q '^number of failed transactions: 0 ' <<<"$out" ||
+		{ echo "$out" >&2; fail "pgbench $* had failed transactions"; }
+	echo "$out"
+}
+
+# pgbench_tps SCRIPT CLIENTS [OPTION...]: one run of SCRIPT; prints its tps
+# and adds "SCRIPT TRANSACTIONS" to $tmp/processed.
 pgbench_tps() {
 	local script=$1 c=$2 out
 	shift 2
-	out=$(run_pg "$bindir/pgbench" -h "${via_host:-$server}" -p "${via_port:-$port}" -n -M "$PROTOCOL" -c "$c" -j $((c < NCPU ? c : NCPU)) \
-		-T "$RUN_SECONDS" -f "$tmp/scripts/$script.sql" "$@" postgres 2>&1) ||
-		{ echo "$out" >&2; fail "pgbench $script.sql failed"; }
-	grep -q '^number of failed transactions: 0 ' <<<"$out" ||
-		{ echo "$out" >&2; fail "pgbench $script.sql had failed transactions"; }
+	out=$(pgbench_run "$c" -f "$tmp/scripts/$script.sql" "$@") || exit 1
 	echo "$script $(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")" >>"$tmp/processed"
 	sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out"
 }
@@ -186,8 +198,7 @@ samerun() {
 	for s in "$@"; do files+=(-f "$tmp/scripts/$s.sql"); done
 	for r in $(seq "$ROUNDS"); do
 		# shellcheck disable=SC2086 # OPTIONS are words
-		out=$(run_pg "$bindir/pgbench" -h "$server" -p "$port" -n -M "$PROTOCOL" -c "$c" -j $((c < NCPU ? c : NCPU)) \
-			-T "$RUN_SECONDS" "${files[@]}" $opts postgres 2>&1) || { echo "$out" >&2; fail "pgbench ($*) failed"; }
+		out=$(pgbench_run "$c" "${files[@]}" $opts) || exit 1
 		for s in "$@"; do
 			lat=$(awk -v f="/$s.sql" 'index($0, "SQL script") == 1 { on = (substr($0, length($0) - length(f) + 1) == f) }
 				on && /latency average =/ { sub(/.*latency average = /, ""); print $1; exit }' <<<"$out")
@@ -368,10 +379,7 @@ section_callgrind() {
 	local config="callgrind, single-user backend, N1=$CG_N1 N2=$CG_N2, PostgreSQL $pgversion"
 	command -v valgrind >/dev/null || fail "callgrind: valgrind is not installed"
 	heading "callgrind: instructions per statement (single-user backend, $CG_N2 - $CG_N1 statements)"
-	run_pg mkdir "$dir"
-	run_pg "$bindir/initdb" -D "$dir/data" -A trust -E UTF8 --no-locale -N >/dev/null || fail "initdb failed"
-	printf "shared_preload_libraries = 'lockfence'\nlockfence.max_locks = 100000\njit = off\n" |
-		run_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+	init_datadir callgrind <<<"lockfence.max_locks = 100000"
 	# bench/setup.sql's fence tables, smaller; -j: statements end with ";\n\n"
 	{
 		echo "CREATE EXTENSION lockfence;"
@@ -444,9 +452,7 @@ section_callgrind() {
 section_shmem() {
 	local dir=$tmp/shmem n bytes base
 	heading "shmem: shared memory per lock-table slot (sum of pg_shmem_allocations, lockfence.max_locks = 32 vs N)"
-	run_pg mkdir "$dir"
-	run_pg "$bindir/initdb" -D "$dir/data" -A trust -N >/dev/null || fail "initdb failed"
-	echo "shared_preload_libraries = 'lockfence'" | run_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+	init_datadir shmem </dev/null
 	for n in 32 10000 $(quick "" 1000000); do
 		bytes=$(echo "SELECT sum(allocated_size) AS bytes FROM pg_shmem_allocations WHERE name IS NOT NULL;" |
 			run_pg "$bindir/postgres" --single -D "$dir/data" -c "lockfence.max_locks=$n" postgres 2>&1 |
